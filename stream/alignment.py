@@ -1,0 +1,137 @@
+"""Similarity alignment between frame pixels and the canonical face crop.
+
+Every model sees the face in one canonical frame: a square crop (256 px by
+default) with FFHQ-like framing (forehead to below the chin, ears at the
+edges). A face is mapped there by a least-squares similarity transform fitted
+on *upper-face* mesh points only (eyes, brows, nose bridge, forehead,
+temples): those stay visible and are tracked reliably when a mask covers the
+mouth and chin, so training crops (unmasked faces) and inference crops
+(masked faces) are framed the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CANONICAL_SIZE = 256
+
+# mediapipe face mesh indices (468-point topology).
+LEFT_EYE = [33, 133, 160, 159, 158, 144, 145, 153]      # image-left eye
+RIGHT_EYE = [362, 263, 387, 386, 385, 373, 374, 380]    # image-right eye
+LEFT_BROW = [70, 63, 105, 66, 107]
+RIGHT_BROW = [336, 296, 334, 293, 300]
+NOSE_BRIDGE = [168, 6, 197]
+FOREHEAD = [10, 151, 9, 109, 338]
+TEMPLES = [127, 356, 162, 389, 234, 454]
+UPPER_FACE = LEFT_EYE + RIGHT_EYE + LEFT_BROW + RIGHT_BROW + NOSE_BRIDGE + FOREHEAD + TEMPLES
+MOUTH_CORNERS = [61, 291]
+NOSE_TIP = 1
+CHIN = 152
+# The face outline (silhouette) in order, used to build face / lower-face polygons.
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378,
+             400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21,
+             54, 103, 67, 109]
+# Lower-face landmarks: everything a mask can hide (nose, lips, cheeks, jaw).
+# Computed once from the canonical shape in `lower_face_indices()`.
+
+_CANONICAL_PATH = Path(__file__).resolve().parent.parent / "models" / "canonical_face_256.npy"
+
+
+def ffhq_similarity(landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
+    """FFHQ's alignment rule (eyes + mouth) as a 2x3 matrix frame -> crop.
+
+    Used once to define the canonical mean shape; at run time faces are
+    aligned with `fit_similarity` on the upper-face points instead.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    eye_l = lm[LEFT_EYE].mean(0)
+    eye_r = lm[RIGHT_EYE].mean(0)
+    mouth = lm[MOUTH_CORNERS].mean(0)
+    eye_avg = (eye_l + eye_r) / 2
+    eye_to_eye = eye_r - eye_l
+    eye_to_mouth = mouth - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y])  # top-left, bottom-left, bottom-right
+    dst = np.float32([[0, 0], [0, size], [size, size]])
+    return cv2.getAffineTransform(quad.astype(np.float32), dst)
+
+
+def load_canonical_shape() -> np.ndarray:
+    """The mean 468-point face in the 256 px canonical crop (models/canonical_face_256.npy)."""
+    return np.load(_CANONICAL_PATH).astype(np.float32)
+
+
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) src -> dst, 2x3 float64.
+
+    Closed-form Umeyama solution: deterministic and robust for the ~40 points we
+    use (RANSAC, as in cv2.estimateAffinePartial2D, is unnecessary here).
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    var_s = (s ** 2).sum() / len(src)
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    r = u @ np.diag(sign) @ vt
+    scale = (sig * sign).sum() / max(var_s, 1e-12)
+    t = mu_d - scale * r @ mu_s
+    return np.hstack([scale * r, t[:, None]])
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(np.asarray(m, np.float64))
+
+
+def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, np.float64)
+    return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+@dataclass
+class Alignment:
+    """Frame <-> canonical crop mapping of one face."""
+
+    matrix: np.ndarray        # 2x3, frame pixels -> crop pixels
+    size: int = CANONICAL_SIZE
+
+    @property
+    def inverse(self) -> np.ndarray:
+        return invert_affine(self.matrix)
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per frame pixel."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    def crop(self, image: np.ndarray, size: int | None = None) -> np.ndarray:
+        size = size or self.size
+        m = self.matrix * (size / self.size)
+        return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        return transform_points(points, self.matrix)
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        return transform_points(points, self.inverse)
+
+
+def align_face(landmarks: np.ndarray, canonical: np.ndarray | None = None,
+               size: int = CANONICAL_SIZE) -> Alignment:
+    """Alignment of a face given its 468 mesh landmarks in frame pixels."""
+    if canonical is None:
+        canonical = load_canonical_shape()
+    dst = canonical[UPPER_FACE] * (size / CANONICAL_SIZE)
+    return Alignment(fit_similarity(np.asarray(landmarks)[UPPER_FACE], dst), size)

@@ -1,0 +1,128 @@
+"""Metrics and picture grids shared by training-time validation and `training.evaluate`.
+
+numpy + OpenCV only, so evaluation can run on the exported ONNX models alone.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.spec import HIDDEN_REGION
+
+LEFT_EYE = [33, 133, 160, 159, 158, 144, 145, 153]
+RIGHT_EYE = [362, 263, 387, 386, 385, 373, 374, 380]
+
+
+def iou_dice(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    p, g = pred > 0.5, gt > 0.5
+    inter = np.logical_and(p, g).sum()
+    union = np.logical_or(p, g).sum()
+    tot = p.sum() + g.sum()
+    return (float(inter / union) if union else 1.0), (float(2 * inter / tot) if tot else 1.0)
+
+
+def nme(pred: np.ndarray, gt: np.ndarray, points=HIDDEN_REGION) -> float:
+    """Mean point error over `points`, normalised by the inter-ocular distance."""
+    iod = np.linalg.norm(gt[LEFT_EYE].mean(0) - gt[RIGHT_EYE].mean(0))
+    return float(np.linalg.norm(pred[points] - gt[points], axis=1).mean() / max(iod, 1e-6))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    accs = [float((y_pred[y_true == c] == c).mean()) for c in (0, 1) if (y_true == c).any()]
+    return float(np.mean(accs)) if accs else float("nan")
+
+
+def analyser_metrics(samples: list[dict], preds: list[dict]) -> dict:
+    ious, dices, nmes = [], [], []
+    for s, p in zip(samples, preds):
+        mask = p["mask"]
+        if mask.shape != s["mask"].shape:
+            mask = cv2.resize(mask, s["mask"].shape[::-1], interpolation=cv2.INTER_LINEAR)
+        i, d = iou_dice(mask, s["mask"])
+        ious.append(i)
+        dices.append(d)
+        nmes.append(nme(p["landmarks"], s["landmarks"]))
+    g = np.array([s["gender"] for s in samples])
+    age = np.array([s["age"] for s in samples])
+    gp = np.array([int(p["gender"] > 0.5) for p in preds])
+    adult = (g >= 0) & ((age < 0) | (age >= 18))
+    child = (g >= 0) & (age >= 0) & (age < 13)
+    return dict(iou=float(np.mean(ious)), dice=float(np.mean(dices)),
+                nme_hidden=float(np.mean(nmes)),
+                gender_bacc_adult=balanced_accuracy(g[adult], gp[adult]) if adult.any() else float("nan"),
+                gender_bacc_child=balanced_accuracy(g[child], gp[child]) if child.any() else float("nan"))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    if where is not None:
+        sel = where > 0.5
+        if not sel.any():
+            return float("nan")
+        mse = ((a - b) ** 2)[sel].mean()
+    else:
+        mse = ((a - b) ** 2).mean()
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def ssim_gray(a: np.ndarray, b: np.ndarray) -> float:
+    a = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    b = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)
+    mu_a, mu_b = blur(a), blur(b)
+    sa = blur(a * a) - mu_a ** 2
+    sb = blur(b * b) - mu_b ** 2
+    sab = blur(a * b) - mu_a * mu_b
+    m = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (sa + sb + c2))
+    return float(m.mean())
+
+
+def inpainter_metrics(samples: list[dict], outputs: list[np.ndarray]) -> dict:
+    ph, pa, ss, l1 = [], [], [], []
+    for s, o in zip(samples, outputs):
+        h = s["hole"]
+        ph.append(psnr(o, s["target"], h))
+        pa.append(psnr(o, s["target"]))
+        ss.append(ssim_gray(o, s["target"]))
+        l1.append(float(np.abs(o.astype(np.float64) - s["target"])[h > 0.5].mean() / 255))
+    return dict(psnr_hole=float(np.nanmean(ph)), psnr_all=float(np.mean(pa)),
+                ssim_all=float(np.mean(ss)), l1_hole=float(np.mean(l1)))
+
+
+def analyser_grid(samples, preds, cols: int = 8) -> np.ndarray:
+    tiles = []
+    for s, p in zip(samples, preds):
+        im = s["image"].copy()
+        size = im.shape[0]
+        m = p["mask"]
+        if m.shape[0] != size:
+            m = cv2.resize(m, (size, size))
+        overlay = im.copy()
+        overlay[m > 0.5] = (0.5 * overlay[m > 0.5] + [0, 0, 127]).astype(np.uint8)
+        for x, y in p["landmarks"][HIDDEN_REGION] * size:
+            cv2.circle(overlay, (int(x), int(y)), 1, (0, 255, 0), -1)
+        label = "F" if p["gender"] > 0.5 else "M"
+        cv2.putText(overlay, f"{label} {max(p['gender'], 1 - p['gender']):.2f}", (2, 12),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(np.vstack([im, overlay]))
+    return _tile(tiles, cols)
+
+
+def inpainter_grid(samples, outputs, cols: int = 6) -> np.ndarray:
+    tiles = []
+    for s, o in zip(samples, outputs):
+        tiles.append(np.vstack([s["image"], o, s["target"]]))
+    return _tile(tiles, cols)
+
+
+def _tile(tiles, cols):
+    h, w = tiles[0].shape[:2]
+    rows = []
+    for r in range(0, len(tiles), cols):
+        row = tiles[r:r + cols]
+        row += [np.zeros((h, w, 3), np.uint8)] * (cols - len(row))
+        rows.append(np.hstack(row))
+    return np.vstack(rows)
