@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Unmask: reconstruct faces hidden by face masks, live, in video.
+
+Examples:
+  python run_stream.py --source assets/sample.mp4 --output out.mp4 --no-display
+  python run_stream.py --source 0                          # webcam, preview window
+  python run_stream.py --source rtsp://user:pw@cam/stream --output udp://127.0.0.1:5000
+  python run_stream.py --source photos/ --output unmasked/ # a folder of images
+  python run_stream.py --source clip.mp4 --method classical --stats-json stats.json --no-display
+
+Keys in the preview window: q or Esc quits, o toggles the overlay.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one clear line instead of usage + error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="run_stream.py", description=__doc__.split("\n\n")[0],
+                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = p.add_argument_group("input and output")
+    io.add_argument("--source", required=True,
+                    help="webcam index (0) or /dev/videoN, rtsp:// rtmp:// http(s):// udp:// URL, "
+                         "a video file, an image, or a folder of images")
+    io.add_argument("--output", action="append", default=[],
+                    help="video file (.mp4 .mkv …), image folder (ending in /), rtsp:// or udp:// "
+                         "URL, or 'virtualcam'; repeat for several outputs")
+    io.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    io.add_argument("--no-display", action="store_true", help="no preview window (headless)")
+    io.add_argument("--stats-json", type=Path, help="write run statistics (frames, FPS, stage times) here")
+    io.add_argument("--mode", choices=["auto", "live", "offline"], default="auto",
+                    help="live drops frames to keep latency low; offline processes every frame "
+                         "(default: live for webcams/URLs, offline for files)")
+    io.add_argument("--max-frames", type=positive_int, help="stop after N frames")
+    io.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    cam = p.add_argument_group("webcam")
+    cam.add_argument("--width", type=positive_int)
+    cam.add_argument("--height", type=positive_int)
+    cam.add_argument("--fps", type=positive_float)
+    cam.add_argument("--mjpg", action="store_true", help="ask the webcam for MJPG (higher FPS at 720p+)")
+    m = p.add_argument_group("models")
+    m.add_argument("--method", choices=["auto", "model", "classical"], default="auto",
+                   help="model: the trained networks (default when shipped); classical: the "
+                        "cv2.inpaint baseline, for comparison")
+    m.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch"], default="auto")
+    m.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: best available)")
+    m.add_argument("--threads", type=positive_int, help="CPU threads per model (ONNX Runtime)")
+    m.add_argument("--preset", choices=["fast", "hq"], default="fast", help="inpainter preset")
+    m.add_argument("--max-faces", type=positive_int, default=1, help="faces tracked per frame")
+    m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
+    m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
+    m.add_argument("--beta", type=float, default=20.0, help="One Euro speed coefficient")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="show native library logging")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.verbose:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        from stream.logfilter import filter_native_stderr
+        filter_native_stderr()
+    from stream.errors import UnmaskError, redact_url
+    try:
+        return run(args)
+    except UnmaskError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ValueError as exc:
+        print(f"error: {redact_url(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a user gets a line, not a traceback
+        print(f"error: unexpected {type(exc).__name__}: {redact_url(str(exc))} "
+              f"(please report it; --verbose shows native logs)", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run(args) -> int:
+    from stream.errors import SinkError, redact_url
+    from stream.pipeline import Mode, Pipeline
+    from stream.sinks import PreviewSink, open_sink
+    from stream.sources import open_source
+    from stream.unmasker import Unmasker, models_available
+
+    if args.stats_json and args.stats_json.exists() and not args.overwrite:
+        raise SinkError(f"{args.stats_json} exists; pass --overwrite to replace it")
+    if args.stats_json and not args.stats_json.parent.exists():
+        raise SinkError(f"cannot write {args.stats_json}: folder {args.stats_json.parent} does not exist")
+    method = args.method
+    if method == "auto":
+        method = "model" if models_available(args.preset) else "classical"
+        if method == "classical":
+            print("note: shipped models not found; using the classical cv2.inpaint baseline",
+                  file=sys.stderr)
+
+    # Build the reconstructor once up front so model / backend errors surface
+    # before any file is created; the pipeline thread then owns it.
+    def make_unmasker():
+        return Unmasker(method=method, backend=args.backend, device=args.device,
+                        max_faces=args.max_faces, threads=args.threads, preset=args.preset,
+                        smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta)
+
+    first = make_unmasker()
+    backend = first.backend
+    made = [first]
+
+    def take_unmasker():
+        return made.pop() if made else make_unmasker()
+
+    source = open_source(args.source, width=args.width, height=args.height, fps=args.fps,
+                         mjpg=args.mjpg)
+    sinks = []
+    try:
+        for spec in args.output:
+            sinks.append(open_sink(spec, overwrite=args.overwrite,
+                                   source_path=args.source if Path(args.source).exists() else None))
+        preview = None if args.no_display else PreviewSink()
+        if not sinks and preview is None and not args.stats_json:
+            print("note: no --output and --no-display: frames are processed and discarded",
+                  file=sys.stderr)
+        mode = {"auto": None, "live": Mode.LIVE, "offline": Mode.OFFLINE}[args.mode]
+        progress = not args.no_progress and not source.info.live and sys.stderr.isatty()
+        pipe = Pipeline(source, sinks, take_unmasker, mode=mode, max_frames=args.max_frames,
+                        duration_s=args.duration, preview=preview, progress=progress)
+        print(f"unmask: {redact_url(source.info.description)} -> "
+              f"{', '.join(redact_url(s) for s in args.output) or 'no output'} "
+              f"[{pipe.mode.value}, method={method}, backend={backend}]", file=sys.stderr)
+        try:
+            stats = pipe.run()
+        except BaseException as exc:
+            stats = getattr(exc, "pipeline_stats", None)
+            if stats is not None and args.stats_json:
+                _write_stats(args, stats, method, backend)
+            raise
+    finally:
+        source.close()
+    _write_stats(args, stats, method, backend)
+    stages = ", ".join(f"{k} {v['mean_ms']:.1f}" for k, v in stats.stages.items())
+    print(f"done: {stats.frames_out} frames in {stats.duration_s:.1f} s ({stats.fps:.1f} FPS), "
+          f"{stats.mean_faces:.2f} faces/frame, {stats.frames_dropped} dropped, "
+          f"{stats.corrupt_frames} corrupt skipped, {stats.reconnects} reconnects "
+          f"[{stats.stopped_by}]; mean ms: {stages}", file=sys.stderr)
+    return 0
+
+
+def _write_stats(args, stats, method, backend) -> None:
+    if not args.stats_json:
+        return
+    data = stats.as_dict()
+    data.update(method=method, backend=backend, source=_redacted(args.source))
+    tmp = args.stats_json.with_suffix(args.stats_json.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(args.stats_json)
+
+
+def _redacted(text):
+    from stream.errors import redact_url
+    return redact_url(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The threaded capture -> inference -> output pipeline.
+
+Three threads joined by bounded queues:
+
+    capture (source.read) --q_in--> inference (Unmasker.process) --q_out--> output (sinks)
+
+Modes:
+
+* ``LIVE`` (webcams, URLs): latency must never grow. Both queues hold at most
+  one or two items and *drop the oldest* when full; every drop is counted.
+* ``OFFLINE`` (files, folders, images): lossless and ordered. Queues block
+  (back-pressure) instead of dropping; every input frame yields exactly one
+  output frame with its own timestamp.
+
+Shutdown is cooperative: end of stream, `stop()` (Ctrl-C, `q`/Esc in the
+preview), `max_frames` / `duration_s`, or an exception in any thread sets one
+event; every blocking call waits with a short timeout so each thread notices
+it, sinks are closed (files finalised) and `run()` returns the statistics or
+re-raises the first error.
+"""
+from __future__ import annotations
+
+import collections
+import enum
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from stream.frame import Frame
+
+_END = object()   # end-of-stream marker passed down the queues
+_POLL_S = 0.05
+
+
+class Mode(enum.Enum):
+    LIVE = "live"
+    OFFLINE = "offline"
+
+
+class DropOldestQueue:
+    """A bounded queue whose put never blocks: when full, the oldest item is dropped."""
+
+    def __init__(self, maxsize: int):
+        self._items = collections.deque()
+        self._maxsize = maxsize
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item, stop: threading.Event | None = None) -> None:
+        with self._cond:
+            if item is not _END:
+                while len(self._items) >= self._maxsize:
+                    old = self._items.popleft()
+                    if old is _END:          # never drop the end marker
+                        self._items.appendleft(old)
+                        break
+                    self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self, timeout: float):
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            return self._items.popleft()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class BlockingQueue:
+    """A bounded FIFO with back-pressure whose put gives up when the pipeline stops."""
+
+    def __init__(self, maxsize: int):
+        self._q = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def put(self, item, stop: threading.Event | None = None) -> None:
+        while True:
+            try:
+                self._q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if stop is not None and stop.is_set():
+                    return
+
+    def get(self, timeout: float):
+        return self._q.get(timeout=timeout)
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+
+@dataclass
+class StageTimes:
+    samples: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+
+    def add(self, name: str, ms: float) -> None:
+        self.samples[name].append(ms)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {k: {"mean_ms": float(np.mean(v)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
+                for k, v in self.samples.items() if v}
+
+
+@dataclass
+class PipelineStats:
+    mode: str = ""
+    frames_in: int = 0
+    frames_out: int = 0
+    frames_dropped: int = 0
+    corrupt_frames: int = 0
+    reconnects: int = 0
+    duration_s: float = 0.0
+    fps: float = 0.0
+    mean_faces: float = 0.0
+    masked_faces: int = 0
+    stopped_by: str = ""
+    stages: dict = field(default_factory=dict)
+    latency_ms: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Pipeline:
+    def __init__(self, source, sinks: list, make_unmasker: Callable[[], object], *,
+                 mode: Mode | None = None, max_frames: int | None = None,
+                 duration_s: float | None = None, preview=None, progress: bool = False,
+                 on_frame: Callable | None = None):
+        self.source = source
+        self.sinks = list(sinks)
+        self.make_unmasker = make_unmasker
+        self.mode = mode or (Mode.LIVE if source.info.live else Mode.OFFLINE)
+        self.max_frames = max_frames
+        self.duration_s = duration_s
+        self.preview = preview
+        self.progress = progress
+        self.on_frame = on_frame
+        live = self.mode is Mode.LIVE
+        self.q_in = DropOldestQueue(1) if live else BlockingQueue(4)
+        self.q_out = DropOldestQueue(2) if live else BlockingQueue(4)
+        self._stop = threading.Event()
+        self._errors: list[tuple[str, BaseException]] = []
+        self._stopped_by = ""
+        self._times = StageTimes()
+        self._latency: list[float] = []
+        self._faces: list[int] = []
+        self._masked = 0
+        self._frames_in = 0
+        self._frames_out = 0
+        self._latest = None            # (frame, image, overlay stats) for the preview
+        self._latest_lock = threading.Lock()
+
+    # -- control -------------------------------------------------------------------
+    def stop(self, reason: str = "stopped") -> None:
+        if not self._stop.is_set():
+            self._stopped_by = self._stopped_by or reason
+        self._stop.set()
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        self._errors.append((where, exc))
+        self.stop(f"error in {where}")
+
+    # -- threads -------------------------------------------------------------------
+    def _capture(self) -> None:
+        first_ts = None
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and self._frames_in >= self.max_frames:
+                    self._stopped_by = self._stopped_by or "max_frames"
+                    break
+                t = time.perf_counter()
+                frame = self.source.read()
+                if frame is None:
+                    self._stopped_by = self._stopped_by or "end of stream"
+                    break
+                frame.stages["decode"] = (time.perf_counter() - t) * 1e3
+                if self.duration_s is not None:
+                    ts = frame.timestamp_s if self.mode is Mode.OFFLINE and frame.timestamp_s is not None \
+                        else frame.capture_time
+                    first_ts = ts if first_ts is None else first_ts
+                    if ts - first_ts >= self.duration_s:
+                        self._stopped_by = self._stopped_by or "duration"
+                        break
+                self._frames_in += 1
+                self.q_in.put(frame, self._stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fail("capture", exc)
+        finally:
+            self.q_in.put(_END, self._stop)
+
+    def _inference(self) -> None:
+        try:
+            unmasker = self.make_unmasker()
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("inference", exc)
+            return
+        last_ts = -1.0
+        try:
+            while True:
+                try:
+                    item = self.q_in.get(_POLL_S)
+                except queue.Empty:
+                    # Upstream finished (or died) and nothing is left: done.
+                    if self._stop.is_set() or (not self._threads["capture"].is_alive()
+                                               and self.q_in.qsize() == 0):
+                        break
+                    continue
+                if item is _END:
+                    break
+                frame: Frame = item
+                # Timestamps: the source's own for files (so results are
+                # reproducible), the monotonic capture clock for live input.
+                ts = frame.timestamp_s if self.mode is Mode.OFFLINE else None
+                ts_ms = (ts * 1000.0) if ts is not None else frame.capture_time * 1000.0
+                if ts_ms <= last_ts:       # repeated / missing pts: keep the clock monotonic
+                    ts_ms = last_ts + 1e-3
+                last_ts = ts_ms
+                res = unmasker.process(frame.image, timestamp_ms=ts_ms)
+                frame.stages.update(res.timings_ms)
+                self.q_out.put((frame, res), self._stop)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("inference", exc)
+        finally:
+            try:
+                unmasker.close()
+            finally:
+                self.q_out.put(_END, self._stop)
+
+    def _output(self) -> None:
+        bar = None
+        try:
+            for sink in self.sinks:
+                sink.open(self.source.info)
+            if self.progress:
+                from tqdm import tqdm
+                total = self.source.info.frame_count
+                if self.max_frames is not None:
+                    total = min(total or self.max_frames, self.max_frames)
+                bar = tqdm(total=total, unit="frame", dynamic_ncols=True, leave=False)
+            t_start = time.monotonic()
+            while True:
+                try:
+                    item = self.q_out.get(_POLL_S)
+                except queue.Empty:
+                    if self._errors or (self._stop.is_set() and self.mode is Mode.LIVE):
+                        break
+                    if not self._threads["inference"].is_alive() and self.q_out.qsize() == 0:
+                        break
+                    continue
+                if item is _END:
+                    break
+                frame, res = item
+                t = time.perf_counter()
+                for sink in self.sinks:
+                    sink.write(frame, res.image)
+                frame.stages["encode"] = (time.perf_counter() - t) * 1e3
+                now = time.monotonic()
+                self._latency.append((now - frame.capture_time) * 1e3)
+                for k, v in frame.stages.items():
+                    self._times.add(k, v)
+                self._faces.append(len(res.faces))
+                self._masked += sum(f.masked for f in res.faces)
+                self._frames_out += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.on_frame is not None:
+                    self.on_frame(frame, res)
+                if self.preview is not None:
+                    elapsed = max(now - t_start, 1e-6)
+                    overlay = {"fps": self._frames_out / elapsed, "latency_ms": self._latency[-1],
+                               "faces": len(res.faces), "drops": self._dropped()}
+                    with self._latest_lock:
+                        self._latest = (frame, res.image, overlay)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("output", exc)
+        finally:
+            if bar is not None:
+                bar.close()
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except BaseException as exc:  # noqa: BLE001
+                    self._fail("output", exc)
+
+    def _dropped(self) -> int:
+        return self.q_in.dropped + self.q_out.dropped + getattr(self.source.stats, "dropped", 0)
+
+    # -- run -------------------------------------------------------------------------
+    def run(self) -> PipelineStats:
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=f, name=n, daemon=True)
+                   for f, n in ((self._capture, "capture"), (self._inference, "inference"),
+                                (self._output, "output"))]
+        self._threads = {th.name: th for th in threads}
+        for th in threads:
+            th.start()
+        try:
+            if self.preview is not None:
+                self.preview.open(self.source.info)
+            while any(th.is_alive() for th in threads):
+                if self.preview is not None:
+                    with self._latest_lock:
+                        latest, self._latest = self._latest, None
+                    if latest is not None:
+                        self.preview.write(latest[0], latest[1], latest[2])
+                    else:
+                        self.preview.poll() if hasattr(self.preview, "poll") else None
+                    if getattr(self.preview, "stop_requested", False):
+                        self.stop("user (q/Esc)")
+                    time.sleep(0.001)
+                else:
+                    threads[2].join(_POLL_S)
+        except KeyboardInterrupt:
+            self.stop("Ctrl-C")
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("preview", exc)
+        finally:
+            self.stop(self._stopped_by or "end of stream")
+            # Unblock a source read that may be waiting on the network.
+            for th in threads:
+                th.join(timeout=5.0)
+            if threads[0].is_alive():
+                try:
+                    self.source.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            for th in threads:
+                th.join(timeout=10.0)
+            if self.preview is not None:
+                try:
+                    self.preview.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        duration = time.monotonic() - t0
+        src_stats = self.source.stats
+        stats = PipelineStats(
+            mode=self.mode.value, frames_in=self._frames_in, frames_out=self._frames_out,
+            frames_dropped=self._dropped(), corrupt_frames=getattr(src_stats, "corrupt_frames", 0),
+            reconnects=getattr(src_stats, "reconnects", 0), duration_s=duration,
+            fps=self._frames_out / duration if duration > 0 else 0.0,
+            mean_faces=float(np.mean(self._faces)) if self._faces else 0.0,
+            masked_faces=self._masked, stopped_by=self._stopped_by,
+            stages=self._times.summary(),
+            latency_ms={k: float(np.percentile(self._latency, q)) for k, q in
+                        (("p50", 50), ("p95", 95), ("p99", 99))} if self._latency else {})
+        if self._errors:
+            where, exc = self._errors[0]
+            exc.pipeline_stats = stats  # the CLI still reports what was done
+            raise exc
+        return stats

@@ -1,0 +1,233 @@
+"""Face tracking: mediapipe face mesh, a full-range detector fallback, stable track ids.
+
+Running modes (as in MediaPipe Tasks):
+
+* ``IMAGE``: every call is independent (still photos): mesh in still-image mode,
+  then the detector for faces the mesh missed.
+* ``VIDEO``: calls carry increasing timestamps. The mesh runs in tracking mode,
+  so its own detector runs only when it has lost a face (its next ROI comes from
+  the previous landmarks). Masks make the mesh lose faces often, so when it
+  returns fewer faces than we track (and every `redetect_every` frames while
+  below `max_faces`) the full-range BlazeFace detector looks for them; a
+  detected face the mesh missed keeps its track, with the previous landmarks
+  moved to the new box (or, for a new face, the canonical face fitted to the
+  detector's keypoints). The analyser then re-estimates those landmarks.
+
+Each tracked face carries a `track_id` that stays stable while the face is
+visible; tracks missing for `max_missed` frames are dropped and their
+smoothing state with them.
+"""
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import os
+import sys
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from stream.alignment import LEFT_EYE, NOSE_TIP, RIGHT_EYE, fit_similarity, load_canonical_shape, transform_points
+
+
+# mediapipe's native code logs setup chatter to stderr; keep warnings and errors only.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence native (C++) writes to stderr, e.g. TFLite's 'Created delegate' INFO line."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+class RunningMode(enum.Enum):
+    IMAGE = "image"
+    VIDEO = "video"
+
+
+@dataclass
+class TrackedFace:
+    track_id: int
+    landmarks: np.ndarray           # (468, 2) float32, frame pixels
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1
+    source: str                     # "mesh" or "detector" (landmarks are a coarse fit)
+    score: float = 1.0
+    is_new: bool = False
+
+
+@dataclass
+class _Track:
+    track_id: int
+    landmarks: np.ndarray
+    box: tuple[int, int, int, int]
+    missed: int = 0
+    age: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def landmarks_box(lm: np.ndarray, shape) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    x0, y0 = np.floor(lm.min(0)).astype(int)
+    x1, y1 = np.ceil(lm.max(0)).astype(int)
+    return (int(np.clip(x0, 0, w)), int(np.clip(y0, 0, h)), int(np.clip(x1, 0, w)), int(np.clip(y1, 0, h)))
+
+
+def iou(a, b) -> float:
+    ix0, iy0, ix1, iy1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, ix1 - ix0) * max(0, iy1 - iy0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceTracker:
+    def __init__(self, mode: RunningMode = RunningMode.VIDEO, max_faces: int = 1,
+                 min_detection_confidence: float = 0.5, redetect_every: int = 10,
+                 max_missed: int = 5):
+        import mediapipe as mp
+
+        self.mode = mode
+        self.max_faces = max_faces
+        self.redetect_every = redetect_every
+        self.max_missed = max_missed
+        with quiet_native_stderr():
+            self._build(mp, mode, max_faces, min_detection_confidence)
+            # Run both graphs once so their native start-up logging happens here.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._detector.process(blank)
+            FaceMeshWarm = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+            FaceMeshWarm.process(blank)
+            FaceMeshWarm.close()
+            self._mesh.process(blank)
+        self._canonical = load_canonical_shape()
+        self._tracks: list[_Track] = []
+        self._ids = itertools.count()
+        self._frame = 0
+        self.stats = {"mesh_faces": 0, "detector_faces": 0, "detector_runs": 0, "lost_tracks": 0}
+
+    def _build(self, mp, mode, max_faces, min_detection_confidence):
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=mode is RunningMode.IMAGE, max_num_faces=max_faces,
+            refine_landmarks=False, min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=0.5)
+        # Full-range model: finds small and partly covered faces the mesh's
+        # short-range detector misses.
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_detection_confidence)
+
+    def close(self) -> None:
+        self._mesh.close()
+        self._detector.close()
+
+    def reset(self) -> None:
+        self._tracks = []
+        self._frame = 0
+
+    # -- detection helpers -----------------------------------------------------
+    def _run_mesh(self, rgb) -> list[np.ndarray]:
+        res = self._mesh.process(rgb)
+        if not res.multi_face_landmarks:
+            return []
+        h, w = rgb.shape[:2]
+        return [np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
+                for f in res.multi_face_landmarks]
+
+    def _run_detector(self, rgb) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
+        self.stats["detector_runs"] += 1
+        res = self._detector.process(rgb)
+        out = []
+        h, w = rgb.shape[:2]
+        for d in res.detections or []:
+            bb = d.location_data.relative_bounding_box
+            box = (int(bb.xmin * w), int(bb.ymin * h), int((bb.xmin + bb.width) * w),
+                   int((bb.ymin + bb.height) * h))
+            kp = np.array([(k.x * w, k.y * h) for k in d.location_data.relative_keypoints], np.float32)
+            out.append((box, kp, float(d.score[0])))
+        return out
+
+    @staticmethod
+    def _fit_to_keypoints(shape: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        """Move a 468-point face shape onto BlazeFace's eyes, nose tip and mouth centre."""
+        eyes = keypoints[:2][np.argsort(keypoints[:2, 0])]       # image-left eye first
+        dst = np.vstack([eyes, keypoints[2:4]])
+        src = np.vstack([shape[LEFT_EYE].mean(0), shape[RIGHT_EYE].mean(0), shape[NOSE_TIP],
+                         shape[[13, 14]].mean(0)])
+        return transform_points(shape, fit_similarity(src, dst))
+
+    # -- main entry --------------------------------------------------------------
+    def process(self, image_bgr: np.ndarray) -> list[TrackedFace]:
+        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+        rgb.flags.writeable = False
+        meshes = self._run_mesh(rgb)
+        faces = [(lm, landmarks_box(lm, rgb.shape), "mesh", 1.0) for lm in meshes]
+        self.stats["mesh_faces"] += len(faces)
+        video = self.mode is RunningMode.VIDEO
+        missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
+        periodic = video and self._frame % self.redetect_every == 0
+        if len(faces) < self.max_faces and (not video or missing_tracked or periodic or not faces):
+            for box, kp, score in self._run_detector(rgb):
+                if any(iou(box, f[1]) > 0.2 for f in faces) or len(faces) >= self.max_faces:
+                    continue
+                prev = max(self._tracks, key=lambda t: iou(t.box, box), default=None) if video else None
+                if prev is not None and iou(prev.box, box) > 0.1:
+                    # Keep the track's own face shape, moved onto the detection.
+                    lm = self._fit_to_keypoints(prev.landmarks, kp)
+                else:
+                    lm = self._fit_to_keypoints(self._canonical, kp)
+                faces.append((lm, landmarks_box(lm, rgb.shape), "detector", score))
+                self.stats["detector_faces"] += 1
+        self._frame += 1
+        if not video:
+            return [TrackedFace(i, lm, box, src, sc, True) for i, (lm, box, src, sc) in enumerate(faces)]
+        return self._associate(faces)
+
+    def _associate(self, faces) -> list[TrackedFace]:
+        pairs = sorted(((iou(t.box, f[1]), ti, fi) for ti, t in enumerate(self._tracks)
+                        for fi, f in enumerate(faces)), reverse=True)
+        used_t, used_f, out = set(), set(), []
+        n_before = len(self._tracks)
+        for score, ti, fi in pairs:
+            if score < 0.1 or ti in used_t or fi in used_f:
+                continue
+            used_t.add(ti)
+            used_f.add(fi)
+            t = self._tracks[ti]
+            t.landmarks, t.box, t.missed = faces[fi][0], faces[fi][1], 0
+            t.age += 1
+            out.append(TrackedFace(t.track_id, t.landmarks, t.box, faces[fi][2], faces[fi][3], False))
+        for fi, f in enumerate(faces):
+            if fi in used_f:
+                continue
+            t = _Track(next(self._ids), f[0], f[1])
+            self._tracks.append(t)
+            out.append(TrackedFace(t.track_id, t.landmarks, t.box, f[2], f[3], True))
+        kept = []
+        for ti, t in enumerate(self._tracks):
+            if ti < n_before and ti not in used_t:
+                t.missed += 1
+            if t.missed <= self.max_missed:
+                kept.append(t)
+            else:
+                self.stats["lost_tracks"] += 1
+        self._tracks = kept
+        return sorted(out, key=lambda f: f.track_id)
+
+    @property
+    def active_track_ids(self) -> set[int]:
+        return {t.track_id for t in self._tracks}

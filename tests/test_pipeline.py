@@ -1,0 +1,180 @@
+"""Threads, queues and modes of stream.pipeline, with in-memory sources and sinks."""
+import threading
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from stream.frame import Frame
+from stream.pipeline import DropOldestQueue, Mode, Pipeline
+from stream.sources import SourceInfo, SourceStats
+from stream.unmasker import Result
+
+
+class ListSource:
+    """Frames 0..n-1 (pixel value = index), optionally paced like a live camera."""
+
+    def __init__(self, n, live=False, interval_s=0.0, fail_at=None):
+        self.n, self.i, self.interval_s, self.fail_at = n, 0, interval_s, fail_at
+        self.info = SourceInfo(width=8, height=8, fps=25.0, frame_count=None if live else n,
+                               time_base=Fraction(1, 1000), audio_path=None, live=live,
+                               description="list")
+        self.stats = SourceStats()
+        self.closed = False
+
+    def read(self):
+        if self.fail_at is not None and self.i == self.fail_at:
+            raise RuntimeError("camera unplugged")
+        if self.i >= self.n or self.closed:
+            return None
+        if self.interval_s:
+            time.sleep(self.interval_s)
+        img = np.full((8, 8, 3), self.i % 256, np.uint8)
+        f = Frame(img, self.i, time.monotonic(), pts=self.i * 40, time_base=Fraction(1, 1000))
+        self.i += 1
+        self.stats.frames_read += 1
+        return f
+
+    def close(self):
+        self.closed = True
+
+
+class FakeUnmasker:
+    """Adds 1 to every pixel (so tests can tell processed frames) after `delay_s`."""
+
+    def __init__(self, delay_s=0.0, fail_at=None):
+        self.delay_s, self.fail_at, self.calls, self.timestamps = delay_s, fail_at, 0, []
+        self.closed = False
+
+    def process(self, image, timestamp_ms=None):
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise RuntimeError("model exploded")
+        self.calls += 1
+        self.timestamps.append(timestamp_ms)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return Result(image + 1, [], {"track": 0.1, "inpaint": 0.2})
+
+    def close(self):
+        self.closed = True
+
+
+class MemorySink:
+    def __init__(self, fail_at=None):
+        self.frames, self.opened, self.closed, self.fail_at = [], False, False, fail_at
+
+    def open(self, info):
+        self.opened = True
+
+    def write(self, frame, image):
+        if self.fail_at is not None and len(self.frames) == self.fail_at:
+            raise OSError("disk full")
+        self.frames.append((frame.index, frame.pts, int(image[0, 0, 0])))
+
+    def close(self):
+        self.closed = True
+
+
+def run_bounded(pipe, timeout=20):
+    """Run the pipeline in a thread so a hang fails the test instead of stalling the suite."""
+    out = {}
+
+    def target():
+        try:
+            out["stats"] = pipe.run()
+        except BaseException as exc:  # noqa: BLE001
+            out["error"] = exc
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(timeout)
+    assert not th.is_alive(), "pipeline hung"
+    return out
+
+
+def test_offline_is_lossless_ordered_and_keeps_timestamps():
+    src, sink, um = ListSource(60), MemorySink(), FakeUnmasker(delay_s=0.002)
+    out = run_bounded(Pipeline(src, [sink], lambda: um))
+    stats = out["stats"]
+    assert stats.mode == "offline"
+    assert stats.frames_in == stats.frames_out == 60 and stats.frames_dropped == 0
+    assert [f[0] for f in sink.frames] == list(range(60))
+    assert [f[1] for f in sink.frames] == [i * 40 for i in range(60)]
+    assert [f[2] for f in sink.frames] == [(i % 256) + 1 for i in range(60)]
+    # Offline timestamps come from the source's pts, in ms.
+    assert um.timestamps == [float(i * 40) for i in range(60)]
+    assert sink.opened and sink.closed and um.closed
+    assert stats.stopped_by == "end of stream"
+    for stage in ("decode", "track", "inpaint", "encode"):
+        assert stats.stages[stage]["n"] == 60
+
+
+def test_offline_back_pressure_instead_of_drops_with_a_slow_model():
+    src, sink = ListSource(20), MemorySink()
+    stats = run_bounded(Pipeline(src, [sink], lambda: FakeUnmasker(delay_s=0.02)))["stats"]
+    assert stats.frames_out == 20 and stats.frames_dropped == 0
+
+
+def test_live_drops_oldest_and_latency_stays_bounded():
+    # A 200 FPS camera and a 20 FPS model: most frames must be dropped, and the
+    # frames that are shown must be recent (latency ~ one model call, not growing).
+    src, sink = ListSource(200, live=True, interval_s=0.005), MemorySink()
+    stats = run_bounded(Pipeline(src, [sink], lambda: FakeUnmasker(delay_s=0.05)))["stats"]
+    assert stats.mode == "live"
+    assert stats.frames_dropped > 100
+    assert stats.frames_in == 200
+    assert stats.frames_out + stats.frames_dropped == stats.frames_in
+    idx = [f[0] for f in sink.frames]
+    assert idx == sorted(idx)                      # still in order
+    assert stats.latency_ms["p95"] < 500           # would be seconds if the queue grew
+
+
+def test_max_frames_stops_early_and_finalises():
+    src, sink = ListSource(100), MemorySink()
+    stats = run_bounded(Pipeline(src, [sink], FakeUnmasker, max_frames=7))["stats"]
+    assert stats.frames_out == 7 and sink.closed and stats.stopped_by == "max_frames"
+
+
+def test_duration_uses_media_time_offline():
+    src, sink = ListSource(100), MemorySink()   # 40 ms per frame
+    stats = run_bounded(Pipeline(src, [sink], FakeUnmasker, duration_s=1.0))["stats"]
+    assert stats.frames_out == 25
+
+
+@pytest.mark.parametrize("where", ["capture", "inference", "output", "factory"])
+def test_an_error_in_any_thread_stops_everything_cleanly(where):
+    src = ListSource(1000, fail_at=5 if where == "capture" else None)
+    sink = MemorySink(fail_at=5 if where == "output" else None)
+
+    def factory():
+        if where == "factory":
+            raise RuntimeError("no model")
+        return FakeUnmasker(fail_at=5 if where == "inference" else None)
+
+    out = run_bounded(Pipeline(src, [sink], factory))
+    assert "error" in out
+    assert isinstance(out["error"], (RuntimeError, OSError))
+    assert sink.closed                               # output finalised even on errors
+    assert out["error"].pipeline_stats.frames_out <= 6
+
+
+def test_stop_from_another_thread_ends_a_live_run():
+    src, sink = ListSource(10**6, live=True, interval_s=0.001), MemorySink()
+    pipe = Pipeline(src, [sink], FakeUnmasker)
+    threading.Timer(0.3, pipe.stop, args=("Ctrl-C",)).start()
+    stats = run_bounded(pipe)["stats"]
+    assert stats.stopped_by == "Ctrl-C" and sink.closed and 0 < stats.frames_out < 10**6
+
+
+def test_drop_oldest_queue_counts_and_keeps_the_newest():
+    q = DropOldestQueue(2)
+    for i in range(5):
+        q.put(i)
+    assert q.dropped == 3
+    assert [q.get(0.1), q.get(0.1)] == [3, 4]
+
+
+def test_mode_can_be_forced():
+    src = ListSource(5)
+    assert Pipeline(src, [], FakeUnmasker, mode=Mode.LIVE).mode is Mode.LIVE

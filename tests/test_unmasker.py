@@ -1,0 +1,143 @@
+"""The library API contract (stream.Unmasker) on permissively licensed faces."""
+import numpy as np
+import pytest
+
+from stream import Face, Result, Unmasker
+from stream.unmasker import models_available
+from tests.faces import astronaut, iou, masked_astronaut, side_by_side
+
+pytestmark = pytest.mark.skipif(not models_available(), reason="shipped models missing from models/weights")
+
+
+@pytest.fixture(scope="module")
+def um():
+    with Unmasker() as u:
+        yield u
+
+
+def outside(mask_union: np.ndarray, result_image, original) -> int:
+    """How many pixels changed outside the union of the faces' masks (dilated as blended)."""
+    import cv2
+    grown = cv2.dilate(mask_union, np.ones((41, 41), np.uint8))
+    changed = (result_image != original).any(axis=2)
+    return int((changed & (grown == 0)).sum())
+
+
+def test_default_is_the_model_method_on_onnxruntime(um):
+    assert um.method == "model"
+    assert um.backend == "onnxruntime"
+
+
+def test_result_contract_on_a_masked_face(um):
+    img, gt = masked_astronaut()
+    res = um.process(img)
+    assert isinstance(res, Result)
+    assert res.image.shape == img.shape and res.image.dtype == np.uint8
+    assert len(res.faces) == 1
+    f = res.faces[0]
+    assert isinstance(f, Face)
+    assert isinstance(f.box, tuple) and len(f.box) == 4 and all(isinstance(v, int) for v in f.box)
+    x0, y0, x1, y1 = f.box
+    assert 0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0]
+    assert f.landmarks.shape == (468, 2) and f.landmarks.dtype == np.float32
+    assert f.mask.shape == img.shape[:2] and f.mask.dtype == np.uint8
+    assert set(np.unique(f.mask)) <= {0, 255}
+    assert f.gender in ("female", "male") and 0.5 <= f.gender_score <= 1.0
+    assert isinstance(f.track_id, int)
+    # The covering is found, where it really is.
+    assert f.masked
+    assert iou(f.mask, gt) > 0.6
+    # Something was redrawn under the mask, and nothing changed outside it.
+    assert (res.image[gt > 0] != img[gt > 0]).any(axis=1).mean() > 0.5
+    assert outside(f.mask, res.image, img) == 0
+
+
+def test_still_images_have_no_temporal_state(um):
+    img, _ = masked_astronaut()
+    a = um.process(img)
+    b = um.process(img)
+    np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_unmasked_face_is_left_alone(um):
+    img = astronaut()
+    res = um.process(img)
+    assert len(res.faces) == 1
+    f = res.faces[0]
+    assert not f.masked
+    np.testing.assert_array_equal(res.image, img)
+
+
+def test_no_face_returns_the_frame_unchanged(um):
+    img = np.full((240, 320, 3), 127, np.uint8)
+    res = um.process(img)
+    assert res.faces == []
+    np.testing.assert_array_equal(res.image, img)
+    assert res.image is not img   # a copy: the caller's frame is never aliased
+
+
+def test_input_is_never_modified(um):
+    img, _ = masked_astronaut()
+    before = img.copy()
+    um.process(img)
+    np.testing.assert_array_equal(img, before)
+
+
+def test_bad_frames_raise_value_error(um):
+    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), "frame"):
+        with pytest.raises(ValueError):
+            um.process(bad)
+
+
+def test_video_timestamps_must_increase():
+    img, _ = masked_astronaut()
+    with Unmasker() as u:
+        u.process(img, timestamp_ms=100)
+        with pytest.raises(ValueError):
+            u.process(img, timestamp_ms=100)
+        u.reset()                      # forgetting state allows starting over
+        u.process(img, timestamp_ms=0)
+
+
+def test_video_track_ids_are_stable_and_new_after_the_face_leaves():
+    img, _ = masked_astronaut()
+    blank = np.full_like(img, 60)
+    with Unmasker() as u:
+        ids = [u.process(img, timestamp_ms=t * 40).faces[0].track_id for t in range(5)]
+        assert len(set(ids)) == 1
+        for t in range(5, 15):         # gone long enough for the track to be dropped
+            assert u.process(blank, timestamp_ms=t * 40).faces == []
+        again = u.process(img, timestamp_ms=15 * 40).faces
+        assert len(again) == 1 and again[0].track_id != ids[0]
+
+
+def test_several_faces_are_tracked_and_redrawn():
+    img, gt = masked_astronaut()
+    two = side_by_side(img, img)
+    with Unmasker(max_faces=2) as u:
+        res = u.process(two)
+    assert len(res.faces) == 2
+    assert len({f.track_id for f in res.faces}) == 2
+    assert all(f.masked for f in res.faces)
+    union = np.maximum(res.faces[0].mask, res.faces[1].mask)
+    assert outside(union, res.image, two) == 0
+    left, right = sorted(res.faces, key=lambda f: f.box[0])
+    assert left.box[2] < img.shape[1] < right.box[0]
+    with Unmasker(max_faces=1) as u:
+        assert len(u.process(two).faces) == 1
+
+
+def test_classical_baseline_is_labelled_and_confined_to_the_lower_face():
+    img, gt = masked_astronaut()
+    with Unmasker(method="classical") as u:
+        assert u.method == "classical"
+        res = u.process(img)
+    f = res.faces[0]
+    assert f.gender == "unknown"
+    assert iou(f.mask, gt) > 0.3      # a landmark polygon, not a segmentation
+    assert outside(f.mask, res.image, img) == 0
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError):
+        Unmasker(method="magic")
