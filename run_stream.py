@@ -127,24 +127,14 @@ def run(args) -> int:
     method = args.method
     if method == "auto":
         method = "model" if models_available(args.preset) else "classical"
-        if method == "classical":
-            print("note: shipped models not found; using the classical cv2.inpaint baseline",
-                  file=sys.stderr)
 
-    # Build the reconstructor once up front so model / backend errors surface
-    # before any file is created; the pipeline thread then owns it.
     def make_unmasker():
         return Unmasker(method=method, backend=args.backend, device=args.device,
                         max_faces=args.max_faces, threads=args.threads, preset=args.preset,
                         smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta)
 
-    first = make_unmasker()
-    backend = first.backend
-    made = [first]
-
-    def take_unmasker():
-        return made.pop() if made else make_unmasker()
-
+    # Cheap checks first: the input, then the outputs (nothing is created yet),
+    # then the models; the pipeline thread takes over the first Unmasker.
     source = open_source(args.source, width=args.width, height=args.height, fps=args.fps,
                          mjpg=args.mjpg)
     sinks = []
@@ -152,6 +142,13 @@ def run(args) -> int:
         for spec in args.output:
             sinks.append(open_sink(spec, overwrite=args.overwrite,
                                    source_path=args.source if Path(args.source).exists() else None))
+        first = make_unmasker()
+        backend = first.backend
+        made = [first]
+
+        def take_unmasker():
+            return made.pop() if made else make_unmasker()
+
         preview = None if args.no_display else PreviewSink()
         if not sinks and preview is None and not args.stats_json:
             print("note: no --output and --no-display: frames are processed and discarded",
@@ -160,6 +157,9 @@ def run(args) -> int:
         progress = not args.no_progress and not source.info.live and sys.stderr.isatty()
         pipe = Pipeline(source, sinks, take_unmasker, mode=mode, max_frames=args.max_frames,
                         duration_s=args.duration, preview=preview, progress=progress)
+        if args.method == "auto" and method == "classical":
+            print("note: shipped models not found; using the classical cv2.inpaint baseline",
+                  file=sys.stderr)
         print(f"unmask: {redact_url(source.info.description)} -> "
               f"{', '.join(redact_url(s) for s in args.output) or 'no output'} "
               f"[{pipe.mode.value}, method={method}, backend={backend}]", file=sys.stderr)

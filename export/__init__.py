@@ -1,0 +1,1 @@
+"""Exporting Unmask's networks: `export.onnx` (ONNX + .pt + sidecar) and `export.build_engines` (TensorRT)."""

@@ -62,9 +62,12 @@ class Analyser(nn.Module):
         self.seg_out = nn.Conv2d(16, 1, 3, padding=1)
         # Landmarks and gender from the 4x4 map (position matters for landmarks).
         self.reduce = conv_bn(c[4], 48, 1)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(48 * 16, 256), nn.ReLU(inplace=True))
+        # LeakyReLU: with plain ReLU this layer died (98 % zeros) early in training.
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(48 * 16, 256), nn.LeakyReLU(0.1, inplace=True))
         self.landmarks = nn.Linear(256, NUM_LANDMARKS * 2)
-        self.gender = nn.Linear(256, 1)
+        # Gender from pooled multi-scale features: a global property of the face.
+        self.gender_head = nn.Sequential(nn.Linear(c[3] + c[4], 64), nn.LeakyReLU(0.1, inplace=True),
+                                         nn.Linear(64, 1))
 
     def features(self, x):
         f0 = self.stem(x)
@@ -88,7 +91,8 @@ class Analyser(nn.Module):
         h = self.fc(self.reduce(f4))
         # Landmarks as fractions of the crop side, around the canonical face.
         landmarks = self.landmarks(h).view(-1, NUM_LANDMARKS, 2)
-        return mask_logits, self.gender(h).squeeze(1), landmarks
+        pooled = torch.cat([f3.mean((2, 3)), f4.mean((2, 3))], 1)
+        return mask_logits, self.gender_head(pooled).squeeze(1), landmarks
 
 
 class GatedConv(nn.Module):
@@ -123,6 +127,27 @@ class DilatedBlock(nn.Module):
         return x + y
 
 
+class UpStage(nn.Module):
+    """x2 upsample, concat the skip, 1x1 gated fuse, then a depthwise-separable 3x3.
+
+    Full 3x3 convolutions at 64-128 px cost 3/4 of a plain U-Net's time; the
+    separable form keeps the receptive field at a fraction of the cost.
+    """
+
+    def __init__(self, cin, cskip, cout, full3x3: bool = False):
+        super().__init__()
+        self.fuse = GatedConv(cin + cskip, cout, 1)
+        self.spatial = (GatedConv(cout, cout, 3) if full3x3 else
+                        nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, groups=cout), nn.Conv2d(cout, cout, 1)))
+        self.full3x3 = full3x3
+
+    def forward(self, x, skip):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.fuse(torch.cat([x, skip], 1))
+        y = self.spatial(x)
+        return y if self.full3x3 else x + F.leaky_relu(y, 0.2)
+
+
 class Inpainter(nn.Module):
     def __init__(self, preset: str = "fast"):
         super().__init__()
@@ -135,9 +160,9 @@ class Inpainter(nn.Module):
         self.e3 = GatedConv(c2, c3, 3, 2)                # /8
         self.blocks = nn.ModuleList([DilatedBlock(c3, d) for d in cfg["dilations"]])
         self.film = nn.Linear(1, 2 * c3 * len(cfg["dilations"]))
-        self.d3 = GatedConv(c3 + c2, c2, 3)
-        self.d2 = GatedConv(c2 + c1, c1, 3)
-        self.d1 = GatedConv(c1 + 6, 16, 3)
+        self.d3 = UpStage(c3, c2, c2, full3x3=True)      # /4: where the face is drawn
+        self.d2 = UpStage(c2, c1, c1)                    # /2
+        self.d1 = UpStage(c1, 6, 16)                     # full size
         self.out = nn.Conv2d(16, 3, 3, 1, 1)
 
     def forward(self, image, hole, landmark_map, gender):
@@ -151,10 +176,9 @@ class Inpainter(nn.Module):
         film = self.film(gender.view(-1, 1) * 2 - 1).view(x.shape[0], len(self.blocks), 2, -1, 1, 1)
         for i, blk in enumerate(self.blocks):
             x = blk(x, (film[:, i, 0], film[:, i, 1]))
-        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = self.d3(torch.cat([up(x), x2], 1))
-        x = self.d2(torch.cat([up(x), x1], 1))
-        x = self.d1(torch.cat([up(x), x0], 1))
+        x = self.d3(x, x2)
+        x = self.d2(x, x1)
+        x = self.d1(x, x0)
         pred = torch.sigmoid(self.out(x))
         # Only the hole is redrawn; known pixels pass through untouched.
         return holed + pred * hole

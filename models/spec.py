@@ -19,7 +19,7 @@ ANALYSER = {"input_size": 128}
 INPAINT_WINDOW = (40, 80, 176)
 
 INPAINTER_PRESETS = {
-    "fast": {"size": 128, "channels": (32, 64, 128), "dilations": (1, 2, 4, 8)},
+    "fast": {"size": 128, "channels": (24, 48, 96), "dilations": (1, 2, 4, 8, 1)},
     "hq": {"size": 256, "channels": (32, 64, 128), "dilations": (1, 2, 4, 8, 1, 2)},
 }
 

@@ -13,7 +13,8 @@ import re
 import sys
 import threading
 
-_NATIVE_LOG = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d\d\.\d+\s|INFO: |WARNING: All log messages before absl)")
+# absl / glog lines look like "W0000 00:00:1795991802.918422  18835 file.cc:186] ...".
+_NATIVE_LOG = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w.]+:\d+\]|INFO: |WARNING: All log messages before absl)")
 _installed = False
 
 

@@ -207,7 +207,7 @@ class Unmasker:
             if masked:
                 jobs.append((inp, ana, mask_crop, gender_p))
         t4 = time.perf_counter()
-        out = frame_bgr.copy() if jobs else frame_bgr.copy()
+        out = frame_bgr.copy()
         if jobs:
             out, t_inpaint = self._inpaint_and_blend(frame_bgr, jobs)
             timings["inpaint"] = t_inpaint
@@ -219,12 +219,20 @@ class Unmasker:
     # -- helpers -----------------------------------------------------------------
     @staticmethod
     def _mask_to_frame(mask_crop: np.ndarray, alignment: Alignment, shape) -> np.ndarray:
+        """The crop-space mask in frame pixels; only the face's region is warped (cheap at 4K)."""
         s = mask_crop.shape[0]
-        m = alignment.matrix * (s / alignment.size)
-        full = cv2.warpAffine(mask_crop.astype(np.uint8) * 255, m, (shape[1], shape[0]),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return np.where(full >= 128, 255, 0).astype(np.uint8)
+        m = alignment.matrix * (s / alignment.size)          # frame -> mask crop
+        full = np.zeros(shape[:2], np.uint8)
+        x0, y0, x1, y1 = _crop_bounds(cv2.invertAffineTransform(m), s, shape)
+        if x1 <= x0 or y1 <= y0:
+            return full
+        shifted = m.copy()
+        shifted[:, 2] += m[:, :2] @ [x0, y0]                 # ROI pixel -> mask crop
+        roi = cv2.warpAffine(mask_crop.astype(np.uint8) * 255, shifted, (x1 - x0, y1 - y0),
+                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        full[y0:y1, x0:x1] = np.where(roi >= 128, 255, 0)
+        return full
 
     def _inpaint_and_blend(self, frame, jobs):
         size = self.reconstructor.window_size
@@ -256,9 +264,18 @@ class Unmasker:
             fk = 2 * self.feather_px + 1
             alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
             inv = cv2.invertAffineTransform(m)
-            corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inv[:, :2].T + inv[:, 2]
-            x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-            x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), [w, h])
+            x0, y0, x1, y1 = _crop_bounds(inv, size, (h, w))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            # Only the part of the window the feathered hole touches is warped and blended.
+            ys, xs = np.nonzero(alpha > 0)
+            if len(xs) == 0:
+                continue
+            hole_box = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], np.float64)
+            pts = np.array([[hole_box[i, 0], hole_box[j, 1]] for i in (0, 1) for j in (0, 1)])
+            pts = pts @ inv[:, :2].T + inv[:, 2]
+            x0, y0 = max(int(np.floor(pts[:, 0].min())) - 1, x0), max(int(np.floor(pts[:, 1].min())) - 1, y0)
+            x1, y1 = min(int(np.ceil(pts[:, 0].max())) + 1, x1), min(int(np.ceil(pts[:, 1].max())) + 1, y1)
             if x1 <= x0 or y1 <= y0:
                 continue
             roi_m = inv.copy()
@@ -268,10 +285,19 @@ class Unmasker:
             p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
             roi = out[y0:y1, x0:x1]
-            sel = a > 0
-            a3 = a[sel][:, None]
-            roi[sel] = np.clip(roi[sel] * (1 - a3) + p[sel] * a3 + 0.5, 0, 255).astype(np.uint8)
+            blended = cv2.blendLinear(p, roi, a, 1.0 - a)
+            # Where alpha is 0 the frame keeps its exact pixels (no rounding drift).
+            np.copyto(roi, blended, where=(a > 0)[..., None])
         return out, t_inpaint
+
+
+def _crop_bounds(crop_to_frame: np.ndarray, size: int, shape) -> tuple[int, int, int, int]:
+    """Frame-pixel bounding box (clipped) of a size x size crop mapped by `crop_to_frame`."""
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    pts = corners @ crop_to_frame[:, :2].T + crop_to_frame[:, 2]
+    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int), [shape[1], shape[0]])
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def _large_motion(prev: np.ndarray, cur: np.ndarray) -> bool:

@@ -60,3 +60,48 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def face_clip_frames(n: int = 20, size: tuple[int, int] = (640, 480), step_px: int = 3):
+    """Frames of the masked astronaut's head drifting right; yields (image, gt_mask)."""
+    img, gt = masked_astronaut()
+    w, h = size
+    head = img[0:400, 56:456]       # a head-and-shoulders crop (400 x 400)
+    head_gt = gt[0:400, 56:456]
+    for i in range(n):
+        frame = np.full((h, w, 3), 70, np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        x = 40 + i * step_px
+        frame[40:440, x:x + 400] = head
+        mask[40:440, x:x + 400] = head_gt
+        yield frame, mask
+
+
+def make_face_clip(path, n: int = 20, fps: int = 25, audio: bool = True) -> Path:
+    """An H.264 mp4 of `face_clip_frames` with an AAC tone; returns the path."""
+    from fractions import Fraction
+
+    import av
+    path = Path(path)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = 640, 480, "yuv420p"
+        v.codec_context.options = {"preset": "veryfast", "crf": "18"}
+        a = None
+        if audio:
+            a = c.add_stream("aac", rate=48000)
+            a.layout = "mono"
+        for i, (frame, _) in enumerate(face_clip_frames(n)):
+            vf = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            vf.pts, vf.time_base = i, Fraction(1, fps)
+            c.mux(v.encode(vf))
+        c.mux(v.encode(None))
+        if a is not None:
+            total = round(n / fps * 48000)
+            samples = (0.2 * np.sin(2 * np.pi * 440 * np.arange(total) / 48000)).astype(np.float32)
+            for s in range(0, total, 1024):
+                af = av.AudioFrame.from_ndarray(samples[None, s:s + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts, af.time_base = 48000, s, Fraction(1, 48000)
+                c.mux(a.encode(af))
+            c.mux(a.encode(None))
+    return path

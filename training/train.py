@@ -122,6 +122,14 @@ class AnalyserTrainer(Trainer):
         if state:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
+        elif args.init_from:
+            # Warm start: take every weight whose name and shape still match.
+            src = torch.load(args.init_from, map_location="cpu", weights_only=True)["model"]
+            own = self.model.state_dict()
+            keep = {k: v for k, v in src.items()
+                    if k in own and v.shape == own[k].shape and not k.startswith(("fc.", "landmarks."))}
+            self.model.load_state_dict(keep, strict=False)
+            print(f"warm start from {args.init_from}: {len(keep)}/{len(own)} tensors", file=sys.stderr)
 
     def lr_at(self, step):
         warm = 300
@@ -356,6 +364,7 @@ def main(argv=None) -> int:
     ap.add_argument("--adv-weight", type=float, default=0.02)
     ap.add_argument("--limit", type=int, default=0, help="use only N training faces (smoke runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", type=Path, help="warm start from a checkpoint (matching weights only)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

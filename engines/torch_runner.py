@@ -1,0 +1,177 @@
+"""PyTorch backend: rebuilds the network from `models.networks.build(name)` and `<name>.pt`.
+
+`<name>.pt` is the plain state dict `export.onnx.export_model` writes next to
+the ONNX file; it is loaded with `weights_only=True`, so no pickled code runs.
+On CUDA the network runs in fp16 by default (channels-last, its own CUDA
+stream per runner, optional CUDA graphs per batch size); on the CPU in fp32.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from engines.base import (PRECISIONS, BackendUnavailable, ModelError, Runner, contract_specs, model_name_of,
+                          resolve_model)
+from export.onnx import sha256
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailable("PyTorch is not installed: pip install torch "
+                                 "(a CUDA build for --backend torch on a GPU)") from None
+    return torch
+
+
+def weights_path(onnx_path: Path) -> Path:
+    return Path(onnx_path).with_suffix(".pt")
+
+
+def load_state_dict(path: Path, expected_sha256: str | None = None) -> dict:
+    """Load a plain state dict with weights_only=True; ModelError on anything else."""
+    torch = _import_torch()
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"PyTorch weights {path} not found: re-export the model "
+                         f"(python -m export.onnx --models {path.stem}) to write it next to the .onnx")
+    if expected_sha256 and sha256(path) != expected_sha256:
+        raise ModelError(f"{path} does not belong to {path.with_suffix('.onnx').name} (sha256 differs from "
+                         f"the sidecar): re-export with python -m export.onnx --models {path.stem}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"cannot load {path} as plain tensors (weights_only=True): {first}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{path} is not a state dict of tensors")
+    return state
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def __init__(self, model: str | Path, device: str | None = None, precision: str | None = None,
+                 threads: int | None = None, cuda_graphs: bool = False, max_batch: int = 16):
+        torch = _import_torch()
+        from models.networks import build
+
+        self._torch = torch
+        self.model_path = resolve_model(model)
+        self.model_name = model_name_of(self.model_path)
+        self.input_specs, self.output_specs = contract_specs(self.model_name)
+
+        if device is None:
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable(f"PyTorch has no CUDA device for {device}: install a CUDA build of "
+                                     f"PyTorch (pip install torch --index-url https://download.pytorch.org/whl/cu126) "
+                                     f"on a machine with an NVIDIA GPU, or use --device cpu")
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ModelError(f"unknown device {device!r}: use cpu or cuda[:N]")
+        if precision is None:
+            precision = "fp16" if device.startswith("cuda") else "fp32"
+        if precision not in PRECISIONS:
+            raise ModelError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+        if device == "cpu":
+            precision = "fp32"  # fp16 convolutions on the CPU are slower and less exact
+        self.device, self.precision = device, precision
+        self.max_batch = int(max_batch)
+        if threads and device == "cpu":
+            torch.set_num_threads(int(threads))  # process-wide: only when asked for
+
+        side = self.model_path.with_suffix(".json")
+        expected = None
+        if side.exists():
+            try:
+                expected = json.loads(side.read_text()).get("state_dict", {}).get("sha256")
+            except ValueError:
+                expected = None
+        state = load_state_dict(weights_path(self.model_path), expected)
+        try:
+            net = build(self.model_name)
+        except KeyError:
+            raise ModelError(f"{self.model_path}: no network called {self.model_name!r} in models.networks") from None
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise ModelError(f"{weights_path(self.model_path)} does not fit {self.model_name}: {first}") from None
+        net.eval()
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.tdevice = torch.device(device)
+        net = net.to(self.tdevice, dtype=self.dtype)
+        if self.tdevice.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+            self.stream = torch.cuda.Stream(self.tdevice)
+        else:
+            self.stream = None
+        self.net = net
+        self.cuda_graphs = bool(cuda_graphs) and self.tdevice.type == "cuda"
+        self._graphs: dict[int, tuple] = {}
+
+    # -----------------------------------------------------------------------------------------
+
+    def _to_device(self, a: np.ndarray):
+        t = self._torch.from_numpy(np.ascontiguousarray(a))
+        if self.tdevice.type == "cuda":
+            t = t.pin_memory().to(self.tdevice, non_blocking=True)
+        return t.to(self.dtype)
+
+    def _forward(self, tensors):
+        out = self.net(*tensors)
+        return out if isinstance(out, (tuple, list)) else (out,)
+
+    def _graphed(self, tensors):
+        """Replay a CUDA graph captured for this batch size (captured on first use)."""
+        torch = self._torch
+        n = tensors[0].shape[0]
+        entry = self._graphs.get(n)
+        if entry is None:
+            static_in = [t.clone() for t in tensors]
+            for _ in range(3):  # warm-up on this runner's stream before capture
+                self._forward(static_in)
+            torch.cuda.current_stream(self.tdevice).synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                static_out = self._forward(static_in)
+            entry = self._graphs[n] = (graph, static_in, static_out)
+        graph, static_in, static_out = entry
+        for s, t in zip(static_in, tensors):
+            s.copy_(t)
+        graph.replay()
+        return static_out
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.net is None:
+            raise ModelError(f"{self._label()}: runner is closed")
+        torch = self._torch
+        n = self.check_inputs(inputs)
+        if n == 0:
+            return self.empty_outputs()
+        results: dict[str, list] = {k: [] for k in self.output_names}
+        step = self.max_batch if self.cuda_graphs else n
+        with torch.inference_mode():
+            if self.stream is not None:
+                ctx = torch.cuda.stream(self.stream)
+            else:
+                import contextlib
+                ctx = contextlib.nullcontext()
+            with ctx:
+                for start in range(0, n, step):
+                    tensors = [self._to_device(inputs[k][start:start + step]) for k in self.input_names]
+                    if self.tdevice.type == "cuda":
+                        tensors = [t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+                                   for t in tensors]
+                    outs = self._graphed(tensors) if self.cuda_graphs else self._forward(tensors)
+                    for k, o in zip(self.output_names, outs):
+                        results[k].append(o.float().cpu().numpy())
+            if self.stream is not None:
+                self.stream.synchronize()
+        return {k: (v[0] if len(v) == 1 else np.concatenate(v)) for k, v in results.items()}
+
+    def close(self) -> None:
+        self.net = None
+        self._graphs.clear()
