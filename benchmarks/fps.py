@@ -258,6 +258,8 @@ class Runner:
 
     @staticmethod
     def warm_up(um, source, n: int, clock: str) -> None:
+        """Process the first n frames (untimed): graphs, sessions and the tracker start here."""
+        last = -1.0
         for _ in range(n):
             frame = source.read()
             if frame is None:
@@ -265,7 +267,8 @@ class Runner:
             if clock == "file" and frame.timestamp_s is not None:
                 ts = frame.timestamp_s * 1000.0
             else:
-                ts = time.monotonic() * 1000.0
+                ts = frame.capture_time * 1000.0
+            ts = last = ts if ts > last else last + 1e-3
             um.process(frame.image, timestamp_ms=ts)
 
     def monitor(self):
@@ -276,6 +279,7 @@ class Runner:
         from stream.pipeline import Mode, Pipeline
         source = self.open_clip(clip)
         try:
+            rss0 = report.rss_mb()
             um = self.unmasker(setup)
             self.warm_up(um, source, self.args.warmup, "file")
             rec = Recorder()
@@ -288,13 +292,14 @@ class Runner:
             source.close()
             self._clean()
         out = _summary(rec.rows, t0, frames, decode_key="decode")
-        out.update(resources=mon.result, pipeline_stats=_pipeline_stats(stats))
+        out.update(resources=_with_base(mon.result, rss0), pipeline_stats=_pipeline_stats(stats))
         return out
 
     def sequential(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
         source = self.open_clip(clip)
         sinks = []
         try:
+            rss0 = report.rss_mb()
             um = self.unmasker(setup)
             self.warm_up(um, source, self.args.warmup, "file")
             sinks = self.sinks(clip)
@@ -334,7 +339,7 @@ class Runner:
             source.close()
             self._clean()
         out = _summary(rows, t0, frames, decode_key="decode")
-        out.update(resources=mon.result)
+        out.update(resources=_with_base(mon.result, rss0))
         return out
 
     def live(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
@@ -343,8 +348,11 @@ class Runner:
         source = self.open_clip(clip)
         paced = None
         try:
+            rss0 = report.rss_mb()
             um = self.unmasker(setup)
-            self.warm_up(um, source, self.args.warmup, "monotonic")
+            # Live timestamps are capture times: every later frame is captured after these.
+            self.warm_up(um, source, self.args.warmup, "capture")
+            dropped_before = getattr(source.stats, "dropped", 0)
             if clip.live:
                 feed, decode_key = source, "decode"
                 max_frames = frames
@@ -361,7 +369,7 @@ class Runner:
             (paced or source).close()
             self._clean()
         published = paced.published if paced is not None else stats.frames_in + \
-            getattr(source.stats, "dropped", 0)
+            getattr(source.stats, "dropped", 0) - dropped_before
         out = _summary(rec.rows, t0, published, decode_key=decode_key)
         if paced is not None and paced.started_at is not None and paced.ended_at is not None:
             # Output rate over the playback (the clip's own rate caps it).
@@ -375,8 +383,16 @@ class Runner:
                    pipeline_dropped=stats.frames_dropped,
                    capture_wait_ms=summarize(waits)["mean"] if waits else None,
                    latencies_ms=[round(r["latency_ms"], 2) for r in rec.rows],
-                   resources=mon.result, pipeline_stats=_pipeline_stats(stats))
+                   resources=_with_base(mon.result, rss0), pipeline_stats=_pipeline_stats(stats))
         return out
+
+
+def _with_base(resources: dict, rss_before_unmasker: float | None) -> dict:
+    """Adds what the trial's Unmasker and frames took above the process's memory before it."""
+    peak = resources.get("peak_rss_mb")
+    return {**resources, "rss_before_unmasker_mb": rss_before_unmasker,
+            "unmasker_rss_mb": peak - rss_before_unmasker if peak is not None and rss_before_unmasker is not None
+            else None}
 
 
 def _pipeline_stats(stats) -> dict:
@@ -428,6 +444,7 @@ def _aggregate(trials: list[dict]) -> dict:
         "cpu_pct": summarize([t["resources"]["cpu_pct"] for t in trials]),
         "other_cores_busy": med([t["resources"]["other_cores_busy"] for t in trials]),
         "peak_rss_mb": max((t["resources"]["peak_rss_mb"] or 0 for t in trials), default=None),
+        "unmasker_rss_mb": summarize([t["resources"]["unmasker_rss_mb"] for t in trials])["median"],
         "gpu_mem_peak_mb": max((t["resources"]["gpu_mem_peak_mb"] for t in trials
                                 if t["resources"]["gpu_mem_peak_mb"] is not None), default=None),
         "mean_faces": med([t["mean_faces"] for t in trials]),
@@ -542,16 +559,18 @@ def markdown(result: dict) -> str:
             fmt_spread(pip["fps"]) if pip else "–", fmt_spread(seq["fps"]) if seq else "–",
             f"{c['speedup']:.2f}×" if c.get("speedup") else "–",
             lat, fmt(live["dropped_pct"]["median"], 0, " %") if live else "–",
-            fmt(main["cpu_pct"]["median"], 0), fmt(main["peak_rss_mb"], 0),
+            fmt(main["cpu_pct"]["median"], 0), fmt(main["peak_rss_mb"], 0), fmt(main["unmasker_rss_mb"], 0),
             fmt(main["gpu_mem_peak_mb"], 0) if main["gpu_mem_peak_mb"] is not None else "–",
             fmt(main["mean_faces"], 2),
         ])
     lines.append(md_table(["source", "resolution", "faces", "method", "backend", "pipelined FPS",
                            "sequential FPS", "speedup", "live latency p50/p95/p99 ms", "live dropped",
-                           "CPU %", "peak RSS MB", "GPU MB", "faces found"], rows,
-                          ["l", "l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+                           "CPU %", "peak RSS MB", "RSS Δ MB", "GPU MB", "faces found"], rows,
+                          ["l", "l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
     lines += ["", "Speedup = pipelined FPS / sequential FPS on the same frames. CPU % = process CPU time / "
-              "wall time of the pipelined run (100 = one core). Live: the clip played at its frame rate "
+              "wall time of the pipelined run (100 = one core). Peak RSS: the whole process (it includes what earlier "
+              "configurations left behind); RSS Δ: peak of the run minus the process's memory before its Unmasker "
+              "was created. Live: the clip played at its frame rate "
               "through the pipeline's live mode; latency from capture to the written output frame.", ""]
     srows = []
     for c in ok:
@@ -632,7 +651,7 @@ def plots(result: dict, out_dir: Path) -> tuple[list[str], list[str]]:
     files.append(str(report.save_figure(fig, out_dir / "fps.png")))
     # 2. Stage breakdown.
     bars = [(f"{_label(c)} · {name}", e) for c in ok for name, e in c["engines"].items()]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(bars) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(bars) + 1.6))
     left = np.zeros(len(bars))
     y = np.arange(len(bars))
     for s in STAGES:
@@ -645,24 +664,30 @@ def plots(result: dict, out_dir: Path) -> tuple[list[str], list[str]]:
     ax.invert_yaxis()
     ax.set_xlabel("mean ms per frame")
     ax.set_title("Stage breakdown")
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(bars) < 4 else -0.12))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     files.append(str(report.save_figure(fig, out_dir / "stages.png")))
-    # 3. Live latency histogram.
-    live = [c for c in ok if "live" in c["engines"]]
+    # 3. Live latency: histograms (few configurations) or box plots (many).
+    live = [(c, [v for t in c["engines"]["live"]["trials"] for v in t["latencies_ms"]])
+            for c in ok if "live" in c["engines"]]
+    live = [(c, lat) for c, lat in live if lat]
     if live:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        for i, c in enumerate(live):
-            lat = [v for t in c["engines"]["live"]["trials"] for v in t["latencies_ms"]]
-            if not lat:
-                continue
-            colour = f"C{i % 10}"
-            ax.hist(lat, bins=40, histtype="step", color=colour, label=_label(c))
-            for q, ls in ((50, "-"), (95, "--"), (99, ":")):
-                ax.axvline(report.percentile(lat, q), color=colour, linestyle=ls, linewidth=1)
-        ax.set_xlabel("capture → output latency, ms (lines: p50 solid, p95 dashed, p99 dotted)")
-        ax.set_ylabel("frames")
+        fig, ax = plt.subplots(figsize=(9, 4 if len(live) <= 4 else 0.4 * len(live) + 1.6))
+        if len(live) <= 4:
+            for i, (c, lat) in enumerate(live):
+                colour = f"C{i % 10}"
+                ax.hist(lat, bins=40, histtype="step", color=colour, label=_label(c))
+                for q, ls in ((50, "-"), (95, "--"), (99, ":")):
+                    ax.axvline(report.percentile(lat, q), color=colour, linestyle=ls, linewidth=1)
+            ax.set_xlabel("capture → output latency, ms (lines: p50 solid, p95 dashed, p99 dotted)")
+            ax.set_ylabel("frames")
+            ax.legend(fontsize=8)
+        else:
+            ax.boxplot([lat for _, lat in live], vert=False, whis=(1, 99), showfliers=True,
+                       tick_labels=[_label(c) for c, _ in live])
+            ax.invert_yaxis()
+            ax.tick_params(axis="y", labelsize=8)
+            ax.set_xlabel("capture → output latency, ms (box: quartiles, whiskers: p1–p99)")
         ax.set_title("Live-mode latency")
-        ax.legend(fontsize=8)
         files.append(str(report.save_figure(fig, out_dir / "latency.png")))
     return files, notes
 
@@ -704,9 +729,10 @@ def _main(argv) -> int:
         if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
             report.prepare_out_dir(out, args.overwrite)
     report.quiet_native_logs(args.verbose)
-    clips = resolve_clips(args, lambda m: log(m, quiet))
     from stream.unmasker import models_available
     setups, notes = resolve_setups(args, models_available())
+    clips = resolve_clips(args, lambda m: log(m, quiet))
+    infos = [_source_info(clip) for clip in clips]   # unreadable input fails before any folder is made
     out_dir = report.prepare_out_dir(args.out, args.overwrite)
     machine = report.machine_info()
     runner = Runner(args, out_dir, machine)
@@ -714,8 +740,7 @@ def _main(argv) -> int:
     log(f"{PROG}: {len(clips)} clip(s) x {len(setups)} setup(s), {args.repeats} repeat(s) of "
         f"{args.frames} frames after {args.warmup} warm-up; results in {out_dir}", quiet)
     try:
-        for clip in clips:
-            info = _source_info(clip)
+        for clip, info in zip(clips, infos):
             frames = args.frames
             if not clip.live and info.get("frame_count") and info["frame_count"] < args.warmup + frames:
                 frames = info["frame_count"] - args.warmup

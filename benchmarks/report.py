@@ -410,14 +410,20 @@ def machine_line(m: dict) -> str:
 # ---------------------------------------------------------------------------- resource monitor
 
 class GpuMemory:
-    """Peak GPU memory of this process during a region: NVML when importable (every backend),
-    else PyTorch's allocator peak (torch backend only). `peak_mb` stays None without a GPU."""
+    """Peak GPU memory of this process during a region, from the best source available:
+    NVML (nvidia-ml-py), else `nvidia-smi` (sampled at most twice a second), both counting every
+    backend's memory; else PyTorch's allocator peak (the torch backend's tensors only).
+    `sample()` gives None where nothing is known (no GPU, or nothing allocated through torch)."""
+
+    SMI_INTERVAL_S = 0.5
 
     def __init__(self, device: str | None):
         self.device = device
         self.index = int(device.split(":", 1)[1]) if device and ":" in device else 0
         self.kind = None
         self._nvml = None
+        self._smi = None
+        self._smi_last = (0.0, None)
         if device is not None and device == "cpu":
             return
         try:
@@ -426,10 +432,14 @@ class GpuMemory:
             self._nvml = pynvml
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
             self.kind = "nvml_process_used"
+            return
         except Exception:  # noqa: BLE001
             self._nvml = None
-            if torch_cuda_available():
-                self.kind = "torch_max_allocated"
+        self._smi = shutil.which("nvidia-smi")
+        if self._smi:
+            self.kind = "nvidia_smi_process_used"
+        elif torch_cuda_available():
+            self.kind = "torch_max_allocated"
 
     def reset(self) -> None:
         if self.kind == "torch_max_allocated":
@@ -437,17 +447,48 @@ class GpuMemory:
             torch.cuda.reset_peak_memory_stats(self.index)
 
     def sample(self) -> float | None:
+        pid = os.getpid()
         if self.kind == "nvml_process_used":
             try:
-                pid = os.getpid()
                 procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)
                 used = sum(p.usedGpuMemory or 0 for p in procs if p.pid == pid)
-                return used / 2**20
+                return used / 2**20 if used else None
             except Exception:  # noqa: BLE001
                 return None
+        if self.kind == "nvidia_smi_process_used":
+            last_t, last_v = self._smi_last
+            if time.monotonic() - last_t < self.SMI_INTERVAL_S:
+                return last_v
+            value = None
+            try:
+                out = subprocess.run([self._smi, "--query-compute-apps=pid,used_memory",
+                                      "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                     timeout=5).stdout
+                used = [float(parts[1]) for parts in (line.split(",") for line in out.splitlines())
+                        if len(parts) >= 2 and parts[0].strip() == str(pid) and _num(parts[1]) is not None]
+                value = sum(used) if used else None
+            except Exception:  # noqa: BLE001
+                value = None
+            self._smi_last = (time.monotonic(), value)
+            return value
         if self.kind == "torch_max_allocated":
             import torch
-            return torch.cuda.max_memory_allocated(self.index) / 2**20
+            used = torch.cuda.max_memory_allocated(self.index) / 2**20
+            return used or None
+        return None
+
+
+def rss_mb() -> float | None:
+    """The process's resident memory now, MB (None when unknown)."""
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, AttributeError):
         return None
 
 
@@ -593,6 +634,7 @@ def compare(path_a: str, path_b: str) -> str:
         raise BenchError(f"cannot compare a {a['benchmark']} result with a {b['benchmark']} result")
     rows_a = {json.dumps(r["key"], sort_keys=True): r for r in a["rows"]}
     rows_b = {json.dumps(r["key"], sort_keys=True): r for r in b["rows"]}
+    keys = {k: r["key"] for k, r in list(rows_a.items()) + list(rows_b.items())}
     common = [k for k in rows_a if k in rows_b]
     lines = [f"# Compare {a['benchmark']}: A = {path_a}, B = {path_b}", ""]
     for tag, d in (("A", a), ("B", b)):
@@ -603,7 +645,7 @@ def compare(path_a: str, path_b: str) -> str:
         lines.append("No configuration is present in both files (keys differ).")
         only = sorted(set(rows_a) ^ set(rows_b))
         for k in only[:20]:
-            lines.append(f"- only in {'A' if k in rows_a else 'B'}: {_key_text(json.loads(k))}")
+            lines.append(f"- only in {'A' if k in rows_a else 'B'}: {_key_text(keys[k])}")
         return "\n".join(lines)
     table = []
     for k in common:
@@ -613,7 +655,7 @@ def compare(path_a: str, path_b: str) -> str:
             if not isinstance(va, (int, float)) and va is not None:
                 continue
             r = ratio(vb, va)
-            table.append([_key_text(json.loads(k)), metric, fmt(va, 2), fmt(vb, 2),
+            table.append([_key_text(keys[k]), metric, fmt(va, 2), fmt(vb, 2),
                           "–" if r is None else f"{r:.2f}×"])
     lines.append(md_table(["configuration", "metric", "A", "B", "B/A"], table, ["l", "l", "r", "r", "r"]))
     missing = len(set(rows_a) ^ set(rows_b))

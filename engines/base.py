@@ -156,7 +156,8 @@ class Runner(ABC):
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> int:
         """Validate names, dtypes and shapes; returns the batch size. Raises InputMismatch."""
         if not isinstance(inputs, dict):
-            raise InputMismatch(f"{self._label()}: inputs must be a dict name -> array, got {type(inputs).__name__}")
+            raise InputMismatch(f"{self._label()}: inputs must be a dict name -> array, "
+                                f"got {type(inputs).__name__}")
         want = self.input_names
         missing = [n for n in want if n not in inputs]
         extra = [n for n in inputs if n not in want]

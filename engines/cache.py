@@ -123,7 +123,8 @@ class EngineCache:
         return self.engine_path(name, key).with_suffix(".json")
 
     def timing_cache_path(self, gpu_name: str, compute_capability: str, tensorrt_version: str) -> Path:
-        return self.root / f"timing-{_slug(gpu_name)}-sm{_slug(compute_capability)}-trt{_slug(tensorrt_version)}.cache"
+        name = f"timing-{_slug(gpu_name)}-sm{_slug(compute_capability)}-trt{_slug(tensorrt_version)}.cache"
+        return self.root / name
 
     # -- engines -------------------------------------------------------------------------------
 

@@ -55,28 +55,36 @@ class Capabilities:
     ort_providers: tuple = field(default_factory=tuple)
 
 
-def _count_gpus(binding: str | None, torch_cuda_count: int) -> int:
-    if torch_cuda_count:
-        return torch_cuda_count
-    if binding == "cuda-python":
+def driver_gpu_count() -> int:
+    """CUDA devices seen by the NVIDIA driver (libcuda through ctypes: no Python package needed)."""
+    import ctypes
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
-            from engines.tensorrt_runner import _cudart
-            err, n = _cudart().cudaGetDeviceCount()
-            return int(n) if int(err) == 0 else 0
-        except Exception:
-            return 0
-    if binding == "pycuda":
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
         try:
-            import pycuda.driver as cuda
-            cuda.init()
-            return cuda.Device.count()
+            if cuda.cuInit(0) != 0:
+                return 0
+            n = ctypes.c_int(0)
+            return n.value if cuda.cuDeviceGetCount(ctypes.byref(n)) == 0 else 0
         except Exception:
             return 0
     return 0
 
 
-def probe() -> Capabilities:
-    """Look at what is installed (imports only packages that are present)."""
+def _torch_is_cpu_only_build() -> bool:
+    """True for wheels such as 2.13.0+cpu: no need to import torch to know it has no CUDA."""
+    try:
+        from importlib.metadata import version
+        return version("torch").endswith("+cpu")
+    except Exception:
+        return False
+
+
+def probe(torch_cuda: bool = True) -> Capabilities:
+    """Look at what is installed; imports only packages that are present. `torch_cuda=False` skips
+    importing torch (slow) when the caller cannot use PyTorch anyway."""
     has = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
     trt_ok = False
     if has("tensorrt"):
@@ -85,16 +93,14 @@ def probe() -> Capabilities:
             trt_ok = True
         except Exception:
             trt_ok = False
-    torch_ok = torch_cuda = False
-    torch_count = 0
-    if has("torch"):
+    torch_ok = has("torch")
+    torch_has_cuda = False
+    if torch_ok and torch_cuda and not _torch_is_cpu_only_build():
         try:
             import torch
-            torch_ok = True
-            torch_cuda = bool(torch.cuda.is_available())
-            torch_count = torch.cuda.device_count() if torch_cuda else 0
+            torch_has_cuda = bool(torch.cuda.is_available())
         except Exception:
-            pass
+            torch_ok = False
     ort_ok, providers = False, ()
     if has("onnxruntime"):
         try:
@@ -106,9 +112,12 @@ def probe() -> Capabilities:
     if trt_ok:
         from engines.tensorrt_runner import cuda_binding_available
         binding = cuda_binding_available()
-    gpus = _count_gpus(binding, torch_count)
+    gpus = driver_gpu_count() if (trt_ok or torch_has_cuda or "CUDAExecutionProvider" in providers) else 0
+    if torch_has_cuda:
+        import torch
+        gpus = max(gpus, torch.cuda.device_count())
     return Capabilities(tensorrt=trt_ok, cuda_binding=binding, cuda_gpus=gpus, torch=torch_ok,
-                        torch_cuda=torch_cuda, onnxruntime=ort_ok, ort_providers=providers)
+                        torch_cuda=torch_has_cuda, onnxruntime=ort_ok, ort_providers=providers)
 
 
 def normalise_backend(backend: str) -> str:
@@ -127,7 +136,6 @@ def _check_device(device: str | None) -> None:
 
 def unavailable_reason(backend: str, caps: Capabilities, device: str | None) -> str | None:
     """None when `backend` can run on `device` with `caps`; else the one line saying what to install."""
-    gpu = device is None or device.startswith("cuda")
     if backend == "tensorrt":
         if device == "cpu":
             return "TensorRT runs on an NVIDIA GPU only: use --backend onnxruntime for --device cpu"
@@ -207,8 +215,9 @@ def choose_backend(backend: str, device: str | None, caps: Capabilities, *,
     return Choice("onnxruntime", "cpu", "auto: " + ("; ".join(skipped) or "cpu requested"))
 
 
-def _engine_cached(onnx_path: Path, precision: str, device: str) -> bool:
-    """Is an up-to-date engine cached for this model, TensorRT version and GPU? (imports CUDA bits)."""
+def cached_engine_precision(onnx_path: Path, precisions: tuple, device: str) -> str | None:
+    """The first of `precisions` with an up-to-date TensorRT engine cached for this model, TensorRT
+    version and GPU, or None (imports TensorRT and a CUDA binding; only called when both are there)."""
     try:
         import tensorrt as trt
         from engines.cache import EngineCache, file_sha256
@@ -218,12 +227,14 @@ def _engine_cached(onnx_path: Path, precision: str, device: str) -> bool:
             gpu, cc = mem.device_info()
         finally:
             mem.close()
-        found = EngineCache().find(model_name_of(onnx_path), onnx_sha256=file_sha256(onnx_path),
-                                   tensorrt_version=trt.__version__, gpu_name=gpu, compute_capability=cc,
-                                   precision=precision)
-        return found is not None
-    except Exception:
-        return False
+        cache, name, sha = EngineCache(), model_name_of(onnx_path), file_sha256(onnx_path)
+        for p in precisions:
+            if cache.find(name, onnx_sha256=sha, tensorrt_version=trt.__version__, gpu_name=gpu,
+                          compute_capability=cc, precision=p) is not None:
+                return p
+    except Exception as e:  # an unusable GPU stack is "no engine": auto falls through to the next backend
+        log.info("TensorRT engine lookup failed: %s", e)
+    return None
 
 
 def create_runner(model: str | Path, backend: str = "auto", device: str | None = None,
@@ -234,30 +245,39 @@ def create_runner(model: str | Path, backend: str = "auto", device: str | None =
     backend: "auto" | "tensorrt" | "torch" | "onnxruntime" (aliases trt, pytorch, ort).
     device: None (best available), "cpu", "cuda" or "cuda:N".
     threads: CPU intra-op threads (ONNX Runtime; PyTorch on the CPU); default tuned for 2 cores.
-    precision: "fp32" or "fp16" (TensorRT engine / PyTorch CUDA; CPU backends always run fp32).
+    precision: "fp32", "fp16" (TensorRT engine / PyTorch on CUDA; CPU backends always compute in fp32),
+        or "auto": fp16 on a GPU (a cached fp16 TensorRT engine, else an fp32 one), fp32 on the CPU.
     """
     backend = normalise_backend(backend)
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}: choose {' or '.join(PRECISIONS)}")
+    if precision not in PRECISIONS + ("auto",):
+        raise ModelError(f"unknown precision {precision!r}: choose fp32, fp16 or auto")
     _check_device(device)
     onnx_path = resolve_model(model)
-    caps = caps or probe()
-    has_engine = has_pt = False
-    if backend == "auto" and device != "cpu":
-        if unavailable_reason("tensorrt", caps, device) is None:
-            has_engine = _engine_cached(onnx_path, precision, device or "cuda:0")
-        has_pt = onnx_path.with_suffix(".pt").exists()
-    choice = choose_backend(backend, device, caps, has_engine=has_engine, has_torch_weights=has_pt)
+    has_pt = onnx_path.with_suffix(".pt").exists()
+    if caps is None:  # importing torch only pays off when PyTorch could be chosen
+        caps = probe(torch_cuda=backend == "torch" or (backend == "auto" and device != "cpu" and has_pt))
+    engine_precision = None
+    if backend in ("auto", "tensorrt") and device != "cpu" and \
+            unavailable_reason("tensorrt", caps, device) is None:
+        wanted = ("fp16", "fp32") if precision == "auto" else (precision,)
+        engine_precision = cached_engine_precision(onnx_path, wanted, "cuda:0" if device in (None, "cuda")
+                                                   else device)
+    choice = choose_backend(backend, device, caps, has_engine=engine_precision is not None,
+                            has_torch_weights=has_pt)
     log.info("%s: %s on %s (%s)", onnx_path.stem, choice.backend, choice.device, choice.reason)
+    on_gpu = choice.device != "cpu"
     if choice.backend == "tensorrt":
         from engines.tensorrt_runner import TensorRTRunner
-        runner = TensorRTRunner(onnx_path, device=choice.device, precision=precision)
+        p = engine_precision or ("fp16" if precision == "auto" else precision)
+        runner = TensorRTRunner(onnx_path, device=choice.device, precision=p)
     elif choice.backend == "torch":
         from engines.torch_runner import TorchRunner
-        runner = TorchRunner(onnx_path, device=choice.device, threads=threads, precision=precision)
+        p = ("fp16" if on_gpu else "fp32") if precision == "auto" else precision
+        runner = TorchRunner(onnx_path, device=choice.device, threads=threads, precision=p)
     else:
         from engines.onnxruntime_runner import OnnxRuntimeRunner
-        runner = OnnxRuntimeRunner(onnx_path, device=choice.device, threads=threads, precision=precision)
+        p = ("fp16" if on_gpu else "fp32") if precision == "auto" else precision
+        runner = OnnxRuntimeRunner(onnx_path, device=choice.device, threads=threads, precision=p)
     runner.selection_reason = choice.reason
     return runner
 

@@ -150,6 +150,14 @@ def _cudart():
     return cudart
 
 
+def _address(handle) -> int:
+    """The integer value of a cuda-python handle (cudaStream_t ...), whichever accessor it has."""
+    try:
+        return int(handle)
+    except TypeError:
+        return int(handle.getPtr())
+
+
 class CudaPythonMemory(CudaMemory):
     kind = "cuda-python"
 
@@ -162,7 +170,7 @@ class CudaPythonMemory(CudaMemory):
         self._call(self.rt.cudaSetDevice(index), "cudaSetDevice")
         flags = getattr(self.rt, "cudaStreamNonBlocking", 1)
         self.stream = self._call(self.rt.cudaStreamCreateWithFlags(flags), "cudaStreamCreateWithFlags")
-        self.stream_handle = int(self.stream)
+        self.stream_handle = _address(self.stream)
 
     def _call(self, result, what, unavailable=False):
         err, rest = result[0], result[1:]
@@ -352,14 +360,11 @@ def make_memory(device: str = "cuda:0", prefer: str | None = None) -> CudaMemory
     idx = device_index(device)
     makers = {"cuda-python": CudaPythonMemory, "pycuda": PycudaMemory, "torch": TorchCudaMemory}
     order = [prefer] if prefer else list(makers)
-    errors = []
     for kind in order:
         try:
             return makers[kind](idx)
-        except ImportError as e:
-            errors.append(f"{kind}: {e}")
-        except BackendUnavailable:
-            raise
+        except ImportError:
+            continue  # this binding is not installed: try the next one
     raise BackendUnavailable(CUDA_BINDING_HINT)
 
 
@@ -400,7 +405,9 @@ class TensorRTRunner(Runner):
             self._setup(trt, engine, mem, model_path=onnx_path, model_name=name, precision=precision,
                         device=device)
         except BaseException:
-            if memory is None:
+            if getattr(self, "context", None) is not None:
+                self.close()  # frees what _setup allocated (and the memory object)
+            elif memory is None:
                 mem.close()
             raise
         self.engine_path = engine_path

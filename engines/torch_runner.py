@@ -66,9 +66,10 @@ class TorchRunner(Runner):
         if device is None:
             device = "cuda:0" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable(f"PyTorch has no CUDA device for {device}: install a CUDA build of "
-                                     f"PyTorch (pip install torch --index-url https://download.pytorch.org/whl/cu126) "
-                                     f"on a machine with an NVIDIA GPU, or use --device cpu")
+            raise BackendUnavailable(
+                f"PyTorch has no CUDA device for {device}: install a CUDA build of PyTorch (pip install torch "
+                f"--index-url https://download.pytorch.org/whl/cu126) on a machine with an NVIDIA GPU, "
+                f"or use --device cpu")
         if device != "cpu" and not device.startswith("cuda"):
             raise ModelError(f"unknown device {device!r}: use cpu or cuda[:N]")
         if precision is None:
@@ -93,7 +94,8 @@ class TorchRunner(Runner):
         try:
             net = build(self.model_name)
         except KeyError:
-            raise ModelError(f"{self.model_path}: no network called {self.model_name!r} in models.networks") from None
+            raise ModelError(f"{self.model_path}: no network called {self.model_name!r} "
+                             f"in models.networks") from None
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:

@@ -186,7 +186,8 @@ def convert_float_to_float16(model, keep_io_types: bool = True):
             continue
         if keep_io_types:
             cast_out = gi.name + "__fp16"
-            extra_nodes.append(helper.make_node("Cast", [gi.name], [cast_out], to=HALF, name=gi.name + "__to_fp16"))
+            extra_nodes.append(helper.make_node("Cast", [gi.name], [cast_out], to=HALF,
+                                                name=gi.name + "__to_fp16"))
             rename16[gi.name] = cast_out
         else:
             gi.type.tensor_type.elem_type = HALF
@@ -372,7 +373,8 @@ def check_engine(runner, reference, batches=(1,), seed: int = 0) -> dict[str, fl
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Build TensorRT engines from models/weights/*.onnx.")
-    ap.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    ap.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                    help="engine precision (default fp16)")
     ap.add_argument("--max-batch", type=int, default=8, help="largest faces batch (profile 1..N, opt N/2)")
     ap.add_argument("--workspace", type=float, default=1.0, help="builder workspace in GB")
     ap.add_argument("--models", nargs="+", default=None,

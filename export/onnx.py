@@ -105,7 +105,7 @@ def synthetic_faces(count: int = 4, seed: int = 0) -> list[dict]:
         img = bg[None, None] + grad[None, None] * (xx[..., None] * rng.uniform(0.3, 1) + yy[..., None] * 0.5)
         img = img.astype(np.float32)
         tone = rng.uniform(0, 1)  # dark .. light skin, BGR
-        skin = (np.array([55, 75, 105]) + tone * np.array([130, 130, 130]) + rng.uniform(-8, 8, 3)).astype(np.float32)
+        skin = (np.array([55, 75, 105]) + tone * 130 + rng.uniform(-8, 8, 3)).astype(np.float32)
         face = np.zeros((S, S), np.uint8)
         cv2.fillConvexPoly(face, cv2.convexHull(pts(list(range(468)))), 1, cv2.LINE_AA, shift=2)
         cx, cy = lm.mean(0) / S
@@ -296,7 +296,8 @@ def _fmt(parity: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Export Unmask's networks to ONNX (+ .pt state dict + .json sidecar).")
+    ap = argparse.ArgumentParser(
+        description="Export Unmask's networks to ONNX (+ .pt state dict + .json sidecar).")
     ap.add_argument("--models", nargs="+", default=["analyser", "inpainter_fast"])
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "weights")
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "runs",

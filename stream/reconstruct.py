@@ -90,9 +90,11 @@ class ModelReconstructor(Reconstructor):
                  preset: str = "fast"):
         from engines import create_runner
 
-        self.analyser = create_runner("analyser", backend=backend, device=device, threads=threads)
+        # precision "auto": fp16 engines on a GPU, fp32 on the CPU.
+        self.analyser = create_runner("analyser", backend=backend, device=device, threads=threads,
+                                      precision="auto")
         self.inpainter = create_runner(f"inpainter_{preset}", backend=backend, device=device,
-                                       threads=threads)
+                                       threads=threads, precision="auto")
         self.window_size = INPAINTER_PRESETS[preset]["size"]
         self.backend = self.analyser.name
 

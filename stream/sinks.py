@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import secrets
 import socket
 import sys
 import tempfile
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,8 +33,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts")
 DEFAULT_FPS = Fraction(25)
-NETWORK_OPEN_TIMEOUT_S = 10.0
-NETWORK_WRITE_TIMEOUT_S = 10.0
+NETWORK_TIMEOUT_S = 10.0   # connecting to, and each write to, an RTSP server
 
 
 class Sink:
@@ -301,16 +302,17 @@ class VideoFileSink(_EncodingSink):
             raise SinkError(f"output folder {path.parent} does not exist")
 
     def _open_container(self):
+        temp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.partial{self.path.suffix}")
         try:
-            handle, temp = tempfile.mkstemp(prefix=f".{self.path.stem}.",
-                                            suffix=f".partial{self.path.suffix}", dir=self.path.parent)
-            os.close(handle)
+            # Created here, not by FFmpeg, so an unwritable folder fails now with a clear message;
+            # mode 0o666 lets the umask apply as for any new file (mkstemp would make it 0600).
+            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         except OSError as exc:
             raise SinkError(f"cannot write to folder {self.path.parent}: {_reason(exc)}") from None
-        self._temp_path = Path(temp)
+        self._temp_path = temp
         options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
         try:
-            return av.open(temp, "w", options=options)
+            return av.open(str(temp), "w", options=options)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self._finish(committed=False)
             raise SinkError(f"cannot write {self.path}: {_reason(exc)}") from None
@@ -338,8 +340,8 @@ class VideoFileSink(_EncodingSink):
         self._audio_in = audio_in
         self._audio_packets = audio_in.demux(template)
 
-    def _copy_audio(self, until_s: Fraction | None, *, inclusive: bool) -> None:
-        """Mux the input's audio packets that start before `until_s` (all when None)."""
+    def _copy_audio(self, until_s: Fraction, *, inclusive: bool) -> None:
+        """Mux the input's audio packets that start before `until_s` (or at it, if inclusive)."""
         while self._audio_packets is not None:
             packet = self._held_audio
             if packet is None:
@@ -352,7 +354,7 @@ class VideoFileSink(_EncodingSink):
                 self._held_audio = None   # demux's empty flush packet
                 continue
             start = packet.pts * packet.time_base
-            if until_s is not None and (start > until_s if inclusive else start >= until_s):
+            if start > until_s if inclusive else start >= until_s:
                 self._held_audio = packet
                 return
             self._held_audio = None
@@ -397,28 +399,41 @@ class NetworkSink(_EncodingSink):
     action = "publish to"
 
     def __init__(self, url: str, *, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
-                 open_timeout_s: float = NETWORK_OPEN_TIMEOUT_S,
-                 write_timeout_s: float = NETWORK_WRITE_TIMEOUT_S):
+                 timeout_s: float = NETWORK_TIMEOUT_S):
         super().__init__(codec=codec, crf=crf, preset=preset)
         self.url = url
         self.scheme = url.split("://", 1)[0].lower()
         self.description = redact_url(url)
-        self.timeouts = (open_timeout_s, write_timeout_s)
+        self.timeout_s = timeout_s
 
     def _open_container(self):
         url, options = self.url, {}
         if self.scheme in ("rtsp", "rtsps"):
             output_format = "rtsp"
-            options["rtsp_transport"] = "tcp"
+            # PyAV bounds only reads with its timeouts; FFmpeg's own socket timeout bounds the
+            # handshake and every write to a server that stopped reading.
+            options.update(rtsp_transport="tcp", timeout=str(int(self.timeout_s * 1_000_000)))
         else:
             output_format = "mpegts"
             if "pkt_size=" not in url:   # 7 TS packets of 188 bytes fill one UDP datagram
                 url += ("&" if "?" in url else "?") + "pkt_size=1316"
         try:
-            return av.open(url, "w", format=output_format, options=options, timeout=self.timeouts)
+            return av.open(url, "w", format=output_format, options=options)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise SinkError(f"cannot publish to {self.description}: {_reason(exc)}") from None
 
+
+
+    def _start(self, width: int, height: int) -> None:
+        started = time.monotonic()
+        try:
+            super()._start(width, height)
+        except SinkError:
+            # FFmpeg reports a socket timeout in the handshake as "Invalid data…": say what it is.
+            if time.monotonic() - started >= self.timeout_s:
+                raise SinkError(f"cannot publish to {self.description}: "
+                                f"no answer within {self.timeout_s:g} s") from None
+            raise
 
 
 class ImageFolderSink(Sink):
@@ -621,6 +636,8 @@ def open_sink(spec: str, *, overwrite: bool = False, codec: str = "libx264", crf
     file, rtsp:// or udp://, or virtualcam[:/dev/videoN] — checked but not yet opened.
     Raises SinkError."""
     spec = str(spec)
+    if not spec.strip():
+        raise SinkError("no output given")
     sink: Sink
     if spec == "virtualcam" or spec.startswith("virtualcam:"):
         sink = VirtualCameraSink(spec.partition(":")[2] or None)

@@ -601,6 +601,8 @@ def open_source(spec: str, *, width: int | None = None, height: int | None = Non
     """Open `spec` — a webcam ("0", "/dev/video2"), a URL, a folder of images, an image or a
     video file — and return the opened source. Raises SourceError."""
     spec = str(spec)
+    if not spec.strip():
+        raise SourceError("no input given")
     live_options = dict(open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s,
                         reconnect=reconnect, max_backoff_s=max_backoff_s,
                         give_up_after_s=give_up_after_s)

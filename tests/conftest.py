@@ -1,8 +1,9 @@
-"""Shared fixtures: generated clips and free loopback ports."""
+"""Shared fixtures: generated clips, free loopback ports, a server that never answers."""
 from __future__ import annotations
 
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,30 @@ def clip(tmp_path_factory) -> Path:
 def silent_clip(tmp_path_factory) -> Path:
     """Like `clip` but without an audio stream."""
     return make_clip(tmp_path_factory.mktemp("silent") / "silent.mp4", n_frames=30, audio=False)
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for connection in accepted:
+        connection.close()
+    listener.close()

@@ -63,7 +63,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def face_clip_frames(n: int = 20, size: tuple[int, int] = (640, 480), step_px: int = 3):
-    """Frames of the masked astronaut's head drifting right; yields (image, gt_mask)."""
+    """Frames of the masked astronaut's head drifting sideways; yields (image, gt_mask)."""
     img, gt = masked_astronaut()
     w, h = size
     head = img[0:400, 56:456]       # a head-and-shoulders crop (400 x 400)
@@ -71,7 +71,7 @@ def face_clip_frames(n: int = 20, size: tuple[int, int] = (640, 480), step_px: i
     for i in range(n):
         frame = np.full((h, w, 3), 70, np.uint8)
         mask = np.zeros((h, w), np.uint8)
-        x = 40 + i * step_px
+        x = 40 + abs((i * step_px) % 400 - 200) - 40   # back and forth, always inside
         frame[40:440, x:x + 400] = head
         mask[40:440, x:x + 400] = head_gt
         yield frame, mask

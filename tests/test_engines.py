@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engines import BackendUnavailable, InputMismatch, UnknownBackend, create_runner
-from engines.base import ModelError, TensorSpec, parse_contract
+from engines.base import ModelError, parse_contract
 from engines.cache import EngineCache, EngineKey, file_sha256, profile_for
 from engines.onnxruntime_runner import OnnxRuntimeRunner, default_threads
 from engines.select import Capabilities, choose_backend, probe
@@ -128,6 +128,37 @@ def test_auto_here_is_onnxruntime_on_the_cpu(models):
     with create_runner(models["analyser"]) as r:
         assert isinstance(r, OnnxRuntimeRunner) and (r.name, r.device) == ("onnxruntime", "cpu")
         assert r.input_names == ["image"] and r.output_names == list(CONTRACTS["analyser"]["outputs"])
+
+
+class _Stub:
+    def __init__(self, path, device=None, precision=None, threads=None, **kw):
+        self.path, self.device, self.precision, self.threads = path, device, precision, threads
+
+
+@pytest.mark.parametrize("precision, cached, want", [
+    ("auto", {"fp16", "fp32"}, ("tensorrt", "fp16")),
+    ("auto", {"fp32"}, ("tensorrt", "fp32")),       # only an fp32 engine was built
+    ("fp32", {"fp32"}, ("tensorrt", "fp32")),
+    ("fp32", {"fp16"}, ("torch", "fp32")),          # no engine of the requested precision: next backend
+    ("auto", set(), ("torch", "fp16")),             # PyTorch on CUDA computes in fp16 under "auto"
+])
+def test_create_runner_wires_precision_to_the_engine_lookup(models, monkeypatch, precision, cached, want):
+    import engines.select as sel
+    import engines.tensorrt_runner as tr
+    import engines.torch_runner as trch
+    asked = []
+
+    def lookup(path, precisions, device):
+        asked.append((Path(path).name, precisions, device))
+        return next((p for p in precisions if p in cached), None)
+
+    monkeypatch.setattr(sel, "cached_engine_precision", lookup)
+    monkeypatch.setattr(tr, "TensorRTRunner", type("T", (_Stub,), {"name": "tensorrt"}))
+    monkeypatch.setattr(trch, "TorchRunner", type("P", (_Stub,), {"name": "torch"}))
+    r = sel.create_runner(models["analyser"], precision=precision, caps=TRT_BOX)
+    assert (r.name, r.precision, r.device) == (*want, "cuda:0")
+    assert asked == [("analyser.onnx", ("fp16", "fp32") if precision == "auto" else (precision,), "cuda:0")]
+    assert r.selection_reason
 
 
 @pytest.mark.parametrize("backend, caps, device, words", [
@@ -639,6 +670,7 @@ def test_torch_cuda_fp16_close_to_onnxruntime_and_graphs_match_eager(models, nam
 
 
 @gpu
+@pytest.mark.tensorrt
 @needs_trt
 @pytest.mark.parametrize("precision, tol", [("fp32", 1e-3), ("fp16", 2e-2)])
 def test_tensorrt_engine_close_to_onnxruntime(models, tmp_path, precision, tol):

@@ -1,5 +1,6 @@
-"""UrlSource against a real RTSP server on 127.0.0.1 (GStreamer's, run by the system Python):
-reading, reconnecting after a server restart (with a new frame size), stalls, close()."""
+"""Against a real RTSP server on 127.0.0.1 (GStreamer's, run by the system Python): UrlSource
+reading, reconnecting after a server restart (with a new frame size), stalls and close();
+NetworkSink publishing."""
 from __future__ import annotations
 
 import os
@@ -12,10 +13,13 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 
-from media import make_clip, read_index
-from stream.sources import UrlSource, open_source
+from media import frame_image, make_clip, read_index
+from stream.frame import Frame
+from stream.sinks import NetworkSink, open_sink
+from stream.sources import SourceInfo, UrlSource, open_source
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -26,7 +30,8 @@ import gi
 gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst, GstRtspServer
 Gst.init(None)
-missing = [e for e in ("filesrc", "qtdemux", "h264parse", "rtph264pay") if not Gst.ElementFactory.find(e)]
+needed = ("filesrc", "qtdemux", "h264parse", "rtph264pay", "rtph264depay", "mpegtsmux", "filesink")
+missing = [e for e in needed if not Gst.ElementFactory.find(e)]
 assert not missing, missing
 """
 
@@ -48,15 +53,16 @@ def gstreamer_rtsp_server_available():
 
 
 class RtspServer:
-    """tests/rtsp_server.py in a child process, serving one clip at rtsp://127.0.0.1:PORT/stream."""
+    """tests/rtsp_server.py in a child process at rtsp://127.0.0.1:PORT/stream: mode "serve"
+    plays `path` (an mp4) to clients, mode "record" writes what a client publishes to `path`."""
 
-    def __init__(self, clip: Path, port: int):
-        self.clip, self.port = clip, port
+    def __init__(self, mode: str, path: Path, port: int):
+        self.mode, self.path, self.port = mode, path, port
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20.0) -> RtspServer:
         self.process = subprocess.Popen(
-            [SYSTEM_PYTHON, str(SERVER_SCRIPT), str(self.clip), str(self.port)],
+            [SYSTEM_PYTHON, str(SERVER_SCRIPT), self.mode, str(self.path), str(self.port)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_server_environment())
         with selectors.DefaultSelector() as selector:
             selector.register(self.process.stdout, selectors.EVENT_READ)
@@ -79,11 +85,12 @@ class RtspServer:
 
 @pytest.fixture
 def servers():
-    """Start servers with servers(clip, port); every one is killed at teardown."""
+    """Start servers with servers(clip, port) (or servers(out, port, mode="record")); every one
+    is killed at teardown."""
     started: list[RtspServer] = []
 
-    def start(clip: Path, port: int) -> RtspServer:
-        server = RtspServer(clip, port)
+    def start(path: Path, port: int, mode: str = "serve") -> RtspServer:
+        server = RtspServer(mode, path, port)
         started.append(server)
         return server.start()
 
@@ -157,7 +164,7 @@ def test_a_stalled_server_is_detected_and_then_given_up_on(servers, clips, tcp_p
     finally:
         source.close()
     # 1 s to notice the stall, then reconnect attempts (each timing out after 1 s) for 2 s.
-    assert 2 <= elapsed < 10
+    assert 2 <= elapsed < 14
     assert source.error.startswith(f"lost rtsp://***@127.0.0.1:{tcp_port}/stream: ")
     assert source.error.endswith("no answer within 1 s; gave up reconnecting after 2 s")
     assert "op3nsesame" not in source.error and "viewer" not in source.error
@@ -182,4 +189,26 @@ def test_close_unblocks_a_read_waiting_on_a_stalled_server(servers, clips, tcp_p
     source.close()
     reader.join(3)
     assert not reader.is_alive() and results == [None]
-    assert time.monotonic() - started < 2   # not the 10 s read timeout
+    assert time.monotonic() - started < 5   # not the 10 s read timeout
+
+
+def test_network_sink_publishes_h264_to_an_rtsp_server(servers, tcp_port, tmp_path):
+    received = tmp_path / "received.ts"
+    servers(received, tcp_port, mode="record")
+    sink = open_sink(f"rtsp://127.0.0.1:{tcp_port}/stream")
+    assert isinstance(sink, NetworkSink)
+    sink.open(SourceInfo(width=320, height=240, fps=25.0, time_base=Fraction(1, 25), live=True))
+    for index in range(30):   # in real time, as a live publisher does
+        image = frame_image(index)
+        sink.write(Frame(image, index, time.monotonic(), index, Fraction(1, 25)), image)
+        time.sleep(0.04)
+    sink.close()   # TEARDOWN: the server finishes its file
+    deadline, indices = time.monotonic() + 10, []
+    while time.monotonic() < deadline and len(indices) < 30:
+        time.sleep(0.2)
+        try:
+            with av.open(str(received)) as container:
+                indices = [read_index(f.to_ndarray(format="bgr24")) for f in container.decode(video=0)]
+        except (av.error.FFmpegError, OSError):
+            continue
+    assert indices == list(range(30))

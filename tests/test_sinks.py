@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import select
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -63,6 +66,9 @@ def test_mp4_round_trip_keeps_frames_timestamps_and_audio_bytes(clip, tmp_path):
         assert video.codec_context.name == "h264" and video.codec_context.pix_fmt == "yuv420p"
         assert (video.codec_context.width, video.codec_context.height) == (320, 240)
     assert leftovers(tmp_path) == []
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask   # an ordinary new file, not mkstemp's 0600
 
 
 def test_mkv_keeps_audio_bytes_and_relative_timing(clip, tmp_path):
@@ -330,11 +336,20 @@ def test_rtsp_sink_to_a_closed_port_fails_with_a_redacted_error(tcp_port):
     started = time.monotonic()
     with pytest.raises(SinkError) as error:
         sink.open(SourceInfo(width=64, height=48, fps=25.0))
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10   # bounded: no hang
     message = one_line(error.value)
     assert "hunter2" not in message and "alice" not in message
     assert message.startswith(f"cannot publish to rtsp://***@127.0.0.1:{tcp_port}/live")
     sink.close()
+
+
+def test_rtsp_sink_to_a_server_that_never_answers_times_out(silent_server):
+    sink = NetworkSink(f"rtsp://127.0.0.1:{silent_server}/live", timeout_s=1)
+    started = time.monotonic()
+    with pytest.raises(SinkError) as error:
+        sink.open(SourceInfo(width=64, height=48, fps=25.0))
+    assert time.monotonic() - started < 10   # bounded by the 1 s timeout, not hanging
+    assert one_line(error.value) == f"cannot publish to rtsp://127.0.0.1:{silent_server}/live: no answer within 1 s"
 
 
 # ------------------------------------------------------------------- virtual camera, preview
@@ -359,6 +374,48 @@ def test_preview_without_a_display_tells_to_pass_no_display(monkeypatch, display
     with pytest.raises(SinkError) as error:
         PreviewSink().open(SourceInfo())
     assert one_line(error.value).endswith("pass --no-display")
+
+
+PREVIEW_SCRIPT = """
+import sys, time
+sys.path[:0] = sys.argv[1:3]
+from media import frame_image
+from stream.frame import Frame
+from stream.sinks import PreviewSink
+from stream.sources import SourceInfo
+preview = PreviewSink(title="Unmask test")
+preview.open(SourceInfo())
+image = frame_image(3)
+for index in range(10):
+    preview.write(Frame(image, index, time.monotonic()), image, {"fps": 25.0})
+print("stop_requested", preview.stop_requested)
+preview.close()
+"""
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb (Debian package xvfb)")
+def test_preview_shows_frames_in_a_real_window():
+    # Xvfb picks a free display and writes its number to the pipe (-displayfd). The preview runs
+    # in a child process because Qt ends the whole process when its X server goes away.
+    read_end, write_end = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "640x480x24",
+                             "-nolisten", "tcp"], pass_fds=(write_end,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as display_pipe:
+            ready, _, _ = select.select([display_pipe], [], [], 20)
+            assert ready, "Xvfb did not start"
+            display = ":" + display_pipe.readline().strip()
+        tests = os.path.dirname(os.path.abspath(__file__))
+        result = subprocess.run([sys.executable, "-c", PREVIEW_SCRIPT, os.path.dirname(tests), tests],
+                                env={**os.environ, "DISPLAY": display}, capture_output=True,
+                                text=True, timeout=60)
+    finally:
+        xvfb.terminate()   # not kill: Xvfb then removes its socket and lock files
+        xvfb.wait(10)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "stop_requested False" in result.stdout
 
 
 def test_preview_keys_toggle_the_overlay_and_request_a_stop(monkeypatch):
