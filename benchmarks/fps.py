@@ -459,10 +459,11 @@ def _aggregate(trials: list[dict]) -> dict:
     return agg
 
 
-def run_config(runner: Runner, clip: ClipSpec, setup: Setup, args, frames: int, quiet: bool) -> dict:
+def run_config(runner: Runner, clip: ClipSpec, setup: Setup, args, frames: int, quiet: bool,
+               backend_used: str | None = None) -> dict:
     engines = ["live"] if clip.live else ["pipelined", "sequential"] + (["live"] if args.live else [])
     trials = {e: [] for e in engines}
-    tag = f"{clip.label} · {setup.method}" + (f" · {setup.backend}" if setup.method == "model" else "")
+    tag = f"{clip.label} · {setup.method}" + (f" · {backend_used or setup.backend}" if setup.method == "model" else "")
     for r in range(args.repeats):
         order = engines[r % len(engines):] + engines[:r % len(engines)]   # rotate: no engine always first
         for e in order:
@@ -561,7 +562,7 @@ def markdown(result: dict) -> str:
             lat, fmt(live["dropped_pct"]["median"], 0, " %") if live else "–",
             fmt(main["cpu_pct"]["median"], 0), fmt(main["peak_rss_mb"], 0), fmt(main["unmasker_rss_mb"], 0),
             fmt(main["gpu_mem_peak_mb"], 0) if main["gpu_mem_peak_mb"] is not None else "–",
-            fmt(main["mean_faces"], 2),
+            fmt(main["mean_faces"], 2) + (f" / {c['key']['faces']}" if c["key"]["faces"] else ""),
         ])
     lines.append(md_table(["source", "resolution", "faces", "method", "backend", "pipelined FPS",
                            "sequential FPS", "speedup", "live latency p50/p95/p99 ms", "live dropped",
@@ -583,7 +584,8 @@ def markdown(result: dict) -> str:
         lines += ["## Stage times (mean ms per frame)", "",
                   md_table(["configuration", "engine"] + list(STAGES) + ["sum", "frame time", "1000/FPS"],
                            srows, ["l", "l"] + ["r"] * (len(STAGES) + 3)),
-                  "", "frame time: decode start to output of one frame (its latency through the system); "
+                  "", "frame time: decode start to output of one frame (its latency through the system; offline, it includes "
+                  "waiting in the pipeline's queues); "
                   "1000/FPS: the interval between output frames. Pipelining overlaps stages, so 1000/FPS "
                   "falls below the sum. Live decode is done by the pacing source ahead of capture.", ""]
     if result.get("method_comparison"):
@@ -678,7 +680,7 @@ def plots(result: dict, out_dir: Path) -> tuple[list[str], list[str]]:
                 ax.hist(lat, bins=40, histtype="step", color=colour, label=_label(c))
                 for q, ls in ((50, "-"), (95, "--"), (99, ":")):
                     ax.axvline(report.percentile(lat, q), color=colour, linestyle=ls, linewidth=1)
-            ax.set_xlabel("capture → output latency, ms (lines: p50 solid, p95 dashed, p99 dotted)")
+            ax.set_xlabel("capture → output latency, ms, all repeats pooled (lines: p50 solid, p95 dashed, p99 dotted)")
             ax.set_ylabel("frames")
             ax.legend(fontsize=8)
         else:
@@ -751,7 +753,8 @@ def _main(argv) -> int:
                              f"(not {args.frames}) after {args.warmup} warm-up frames")
             if clip.live:
                 notes.append(f"{clip.label} is a live source: only live mode is measured (frames differ "
-                             f"between runs, so there is no pipelined/sequential comparison)")
+                             f"between runs, so there is no pipelined/sequential comparison); its decode column is the wait "
+                             f"for the camera's next frame plus conversion")
             for setup in setups:
                 setup = Setup(setup.method, setup.backend, setup.device, setup.threads,
                               args.max_faces or clip.faces or 1)
@@ -764,7 +767,7 @@ def _main(argv) -> int:
                     entry["key"] = _key(clip, setup, backend_used, info)
                     entry["backend_used"] = backend_used
                     log(f"{_label(entry)}:", quiet)
-                    entry.update(run_config(runner, clip, setup, args, frames, quiet))
+                    entry.update(run_config(runner, clip, setup, args, frames, quiet, backend_used))
                 except BenchError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - recorded; the other configurations still run
@@ -782,6 +785,13 @@ def _main(argv) -> int:
     finally:
         shutil.rmtree(out_dir / ".tmp", ignore_errors=True)
 
+    for c in configs:
+        if c["status"] == "ok" and c["key"]["faces"]:
+            found = max(e["mean_faces"] or 0 for e in c["engines"].values())
+            if found < 0.9 * c["key"]["faces"]:
+                notes.append(f"{_label(c)}: the tracker found {found:.2f} of the {c['key']['faces']} masked faces "
+                             f"per frame on average, so its FPS is for that many faces (mediapipe's detectors "
+                             f"miss most masked faces when several share a frame)")
     busy = [c["engines"][e]["other_cores_busy"] for c in configs if c["status"] == "ok"
             for e in c["engines"] if c["engines"][e]["other_cores_busy"] is not None]
     if busy and max(busy) > 0.5:

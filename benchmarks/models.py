@@ -98,6 +98,27 @@ def make_inputs(specs, batch: int, rng) -> dict:
     return feed
 
 
+def _preimport(backend: str) -> None:
+    import importlib
+    module = {"onnxruntime": "onnxruntime", "torch": "torch", "tensorrt": "tensorrt"}.get(backend)
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - create_runner reports a missing backend properly
+        pass
+
+
+def _threads_of(runner) -> int | None:
+    """CPU threads the runner computes with (None on a GPU)."""
+    if not str(getattr(runner, "device", "cpu")).startswith("cpu"):
+        return None
+    if getattr(runner, "threads", None):
+        return int(runner.threads)
+    if runner.name == "torch":
+        import torch
+        return torch.get_num_threads()
+    return None
+
+
 def bench_one(path: Path, backend: str, precision: str, args, quiet: bool) -> list[dict]:
     """Rows (one per batch size, or one 'skipped' row) for model x backend x precision."""
     import numpy as np
@@ -110,6 +131,7 @@ def bench_one(path: Path, backend: str, precision: str, args, quiet: bool) -> li
             "device": args.device or "default"}
     gpu_dev = args.device if args.device and args.device.startswith("cuda") else None
     mon = report.ResourceMonitor(gpu_device=gpu_dev or ("cuda:0" if report.torch_cuda_available() else None))
+    _preimport(backend)   # so load_ms is the model's load, not the library's import
     try:
         with mon:
             t = time.perf_counter()
@@ -119,6 +141,7 @@ def bench_one(path: Path, backend: str, precision: str, args, quiet: bool) -> li
     except ModelError as exc:
         return [{**base, "status": "skipped", "reason": " ".join(str(exc).split())}]
     base["device"] = runner.device
+    base["threads"] = _threads_of(runner)
     rss_before = mon.result["rss_start_mb"]
     load = {"load_ms": load_ms, "load_rss_delta_mb": mon.result["rss_delta_mb"]}
     if runner.precision != precision:
@@ -166,15 +189,17 @@ def markdown(result: dict) -> str:
              f"Settings: {result['settings']['iters']} timed calls after {result['settings']['warmup']} warm-up "
              f"calls per batch size; random inputs of each model's contract.", ""]
     ok = [r for r in result["results"] if r["status"] == "ok"]
-    rows = [[r["model"], r["backend"], r["device"], r["precision"], r["batch"], fmt(r["latency_ms"]["median"], 2),
+    rows = [[r["model"], r["backend"], r["device"], fmt(r.get("threads")), r["precision"], r["batch"],
+             fmt(r["latency_ms"]["median"], 2),
              fmt(r["latency_ms"]["p95"], 2), fmt(r["faces_per_s"], 0), fmt(r["ms_per_face"], 2),
              fmt(r["load_ms"], 0), fmt(r["rss_delta_mb"], 0),
              fmt(r["gpu_mem_peak_mb"], 0) if r["gpu_mem_peak_mb"] is not None else "–"] for r in ok]
     if rows:
-        lines.append(md_table(["model", "backend", "device", "precision", "batch", "median ms", "p95 ms",
-                               "faces/s", "ms/face", "load ms", "RSS Δ MB", "GPU MB"], rows,
-                              ["l", "l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r"]))
-        lines += ["", "faces/s = batch / median latency. RSS Δ = the process's peak resident memory while "
+        lines.append(md_table(["model", "backend", "device", "threads", "precision", "batch", "median ms",
+                               "p95 ms", "faces/s", "ms/face", "load ms", "RSS Δ MB", "GPU MB"], rows,
+                              ["l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "r", "r", "r"]))
+        lines += ["", "faces/s = batch / median latency. threads: CPU threads of the runner (--threads sets them; "
+                  "more threads than free cores makes PyTorch's CPU latency erratic). RSS Δ = the process's peak resident memory while "
                   "running this batch size minus its memory before the runner was created (runners of earlier "
                   "rows may leave allocator caches behind, so later rows can read low).", ""]
     skipped = [r for r in result["results"] if r["status"] != "ok"]

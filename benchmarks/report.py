@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys

@@ -119,7 +119,9 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._ids = itertools.count()
         self._frame = 0
-        self.stats = {"mesh_faces": 0, "detector_faces": 0, "detector_runs": 0, "lost_tracks": 0}
+        self._crop_mesh = None
+        self.stats = {"mesh_faces": 0, "crop_mesh_faces": 0, "detector_faces": 0, "detector_runs": 0,
+                      "lost_tracks": 0}
 
     def _build(self, mp, mode, max_faces, min_detection_confidence):
         self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -134,6 +136,8 @@ class FaceTracker:
     def close(self) -> None:
         self._mesh.close()
         self._detector.close()
+        if self._crop_mesh is not None:
+            self._crop_mesh.close()
 
     def reset(self) -> None:
         self._tracks = []
@@ -148,18 +152,62 @@ class FaceTracker:
         return [np.array([(p.x * w, p.y * h) for p in f.landmark], np.float32)
                 for f in res.multi_face_landmarks]
 
-    def _run_detector(self, rgb) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
-        self.stats["detector_runs"] += 1
-        res = self._detector.process(rgb)
-        out = []
+    def _detect_in(self, rgb, x0: int, y0: int):
+        res = self._detector.process(np.ascontiguousarray(rgb))
         h, w = rgb.shape[:2]
+        out = []
         for d in res.detections or []:
             bb = d.location_data.relative_bounding_box
-            box = (int(bb.xmin * w), int(bb.ymin * h), int((bb.xmin + bb.width) * w),
-                   int((bb.ymin + bb.height) * h))
-            kp = np.array([(k.x * w, k.y * h) for k in d.location_data.relative_keypoints], np.float32)
+            box = (int(bb.xmin * w) + x0, int(bb.ymin * h) + y0, int((bb.xmin + bb.width) * w) + x0,
+                   int((bb.ymin + bb.height) * h) + y0)
+            kp = np.array([(k.x * w + x0, k.y * h + y0) for k in d.location_data.relative_keypoints],
+                          np.float32)
             out.append((box, kp, float(d.score[0])))
         return out
+
+    def _run_detector(self, rgb) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
+        """Full-range BlazeFace on the frame, then on overlapping square tiles of it.
+
+        The detector sees a 192 px square: in a wide frame a masked face shrinks
+        below what it can find, so square tiles (the frame's height) give it
+        the face at a larger scale. Overlapping detections are merged.
+        """
+        self.stats["detector_runs"] += 1
+        found = self._detect_in(rgb, 0, 0)
+        h, w = rgb.shape[:2]
+        side = min(h, w)
+        if max(h, w) > 1.2 * side:
+            n = int(np.ceil(max(h, w) / side)) + 1
+            for k in range(n):
+                off = int(round(k * (max(h, w) - side) / (n - 1)))
+                tile = rgb[:, off:off + side] if w > h else rgb[off:off + side]
+                found += self._detect_in(tile, off if w > h else 0, 0 if w > h else off)
+        found.sort(key=lambda d: -d[2])
+        kept = []
+        for d in found:
+            if all(iou(d[0], k[0]) < 0.3 for k in kept):
+                kept.append(d)
+        return kept
+
+    def _mesh_on_crop(self, rgb, box) -> np.ndarray | None:
+        """The face mesh on an upscaled crop around a detection (found faces get real landmarks)."""
+        if self._crop_mesh is None:
+            import mediapipe as mp
+            with quiet_native_stderr():
+                self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=1, min_detection_confidence=0.3)
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        half = 1.3 * max(x1 - x0, y1 - y0)
+        size = 256
+        s = size / (2 * half)
+        m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]])
+        crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        res = self._crop_mesh.process(crop)
+        if not res.multi_face_landmarks:
+            return None
+        lm = np.array([(p.x * size, p.y * size) for p in res.multi_face_landmarks[0].landmark], np.float32)
+        return transform_points(lm, cv2.invertAffineTransform(m))
 
     @staticmethod
     def _fit_to_keypoints(shape: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
@@ -180,18 +228,29 @@ class FaceTracker:
         video = self.mode is RunningMode.VIDEO
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
         periodic = video and self._frame % self.redetect_every == 0
-        if len(faces) < self.max_faces and (not video or missing_tracked or periodic or not faces):
+        # Re-detection policy (video): when a tracked face went missing this
+        # frame, and every `redetect_every` frames while below max_faces (new
+        # faces; the mesh's own detector already looks every frame for large ones).
+        if len(faces) < self.max_faces and (not video or missing_tracked or periodic):
             for box, kp, score in self._run_detector(rgb):
-                if any(iou(box, f[1]) > 0.2 for f in faces) or len(faces) >= self.max_faces:
-                    continue
-                prev = max(self._tracks, key=lambda t: iou(t.box, box), default=None) if video else None
-                if prev is not None and iou(prev.box, box) > 0.1:
-                    # Keep the track's own face shape, moved onto the detection.
-                    lm = self._fit_to_keypoints(prev.landmarks, kp)
+                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+                if len(faces) >= self.max_faces or any(
+                        f[1][0] <= centre[0] <= f[1][2] and f[1][1] <= centre[1] <= f[1][3] for f in faces):
+                    continue   # already found by the mesh
+                lm = self._mesh_on_crop(rgb, box)
+                source = "mesh"
+                if lm is None:
+                    source = "detector"
+                    prev = max(self._tracks, key=lambda t: iou(t.box, box), default=None) if video else None
+                    if prev is not None and iou(prev.box, box) > 0.1:
+                        # Keep the track's own face shape, moved onto the detection.
+                        lm = self._fit_to_keypoints(prev.landmarks, kp)
+                    else:
+                        lm = self._fit_to_keypoints(self._canonical, kp)
+                    self.stats["detector_faces"] += 1
                 else:
-                    lm = self._fit_to_keypoints(self._canonical, kp)
-                faces.append((lm, landmarks_box(lm, rgb.shape), "detector", score))
-                self.stats["detector_faces"] += 1
+                    self.stats["crop_mesh_faces"] += 1
+                faces.append((lm, landmarks_box(lm, rgb.shape), source, score))
         self._frame += 1
         if not video:
             return [TrackedFace(i, lm, box, src, sc, True) for i, (lm, box, src, sc) in enumerate(faces)]

@@ -268,14 +268,26 @@ def test_models_bad_input_is_one_clear_line(tmp_path):
 
 def test_temporal_benchmark(fps_run, tmp_path):
     out = tmp_path / "t"
+    from stream.unmasker import models_available
+    # auto = the models when shipped (else classical again, which is measured once).
     proc = run("benchmarks.temporal", "--resolution", "320x240", "--faces", 1, "--frames", FRAMES + WARMUP,
-               "--warmup", WARMUP, "--method", "classical", "--clips-dir", fps_run["clips"], "--out", out,
+               "--warmup", WARMUP, "--method", "classical,auto", "--clips-dir", fps_run["clips"], "--out", out,
                "--quiet")
     assert proc.returncode == 0, proc.stderr
     d = json.loads((out / "temporal.json").read_text())
-    assert d["benchmark"] == "temporal" and len(d["methods"]) == 1
-    m = d["methods"][0]
-    assert m["method"] == "classical" and m["frames"] == FRAMES + WARMUP and m["timed_frames"] == FRAMES
+    assert d["benchmark"] == "temporal"
+    assert [m["method"] for m in d["methods"]] == ["classical"] + (["model"] if models_available() else [])
+    for m in d["methods"]:
+        _check_temporal_method(m)
+    assert len(d["rows"]) == 2 * len(d["methods"])
+    md = (out / "temporal.md").read_text()
+    assert "## Effect of smoothing" in md and "smoothing off" in md
+    assert_png(out / "temporal.png")
+    assert run("benchmarks.temporal", "--compare", out / "temporal.json", out / "temporal.json").returncode == 0
+
+
+def _check_temporal_method(m):
+    assert m["frames"] == FRAMES + WARMUP and m["timed_frames"] == FRAMES
     assert set(m["variants"]) == {"smoothing_on", "smoothing_off"}
     for v in m["variants"].values():
         assert v["process_ms"]["n"] == FRAMES and v["fps"] > 0
@@ -287,13 +299,10 @@ def test_temporal_benchmark(fps_run, tmp_path):
         assert v["flicker_ratio"] == pytest.approx(v["flicker"]["output_lower"]["mean"]
                                                    / v["flicker"]["input_upper"]["mean"])
         assert len(v["jitter_by_frame"]) == FRAMES + WARMUP
+        assert 0 <= v["landmark_source_switches"] <= v["pairs"]["jitter"]
     eff = m["smoothing_effect"]
     assert eff["jitter_reduction"] > 0 and isinstance(eff["latency_cost_ok"], bool)
     assert "median" in eff["latency_cost_ms"]
-    md = (out / "temporal.md").read_text()
-    assert "## Effect of smoothing" in md and "smoothing off" in md
-    assert_png(out / "temporal.png")
-    assert run("benchmarks.temporal", "--compare", out / "temporal.json", out / "temporal.json").returncode == 0
 
 
 def test_temporal_bad_input_is_one_clear_line(tmp_path):

@@ -268,6 +268,51 @@ def real_photo_grid(out: Path, limit: int = 24) -> dict:
     return {"n": len(photos), "face_found_rate": found / len(photos), "masked_rate": masked / len(photos)}
 
 
+def placement_check(faces: FaceCache, maker: SampleMaker, limit: int = 200) -> dict:
+    """Do synthetic coverings sit where real ones do? Coverage of CelebA-HQ parsing regions."""
+    from training.data.synth import KINDS
+    cover = defaultdict(lambda: defaultdict(list))
+    done = 0
+    for i in range(len(faces)):
+        parsing = faces.parsing(i)
+        if parsing is None:
+            continue
+        rng = np.random.default_rng((999, i))
+        kind = KINDS[i % len(KINDS)] if i % 4 else "incorrect"
+        _, alpha, _ = maker.synth(faces.images[i], faces.landmarks[i], rng, kind=kind)
+        for name, classes in (("nose", [2]), ("mouth_lips", [10, 11, 12])):
+            region = np.isin(parsing, classes)
+            if region.sum() >= 20:
+                cover[kind][name].append(float((alpha[region] > 0.5).mean()))
+        done += 1
+        if done >= limit:
+            break
+    return {k: {n: float(np.mean(v)) for n, v in d.items()} for k, d in sorted(cover.items())}
+
+
+def clip_frames_grid(out: Path, every: int = 40) -> dict:
+    """The full product on the development clips (data/real/videos): input / output pairs."""
+    import av
+    from stream import Unmasker
+    clips = sorted((ROOT.parent / "shared" / "data" / "real" / "videos").glob("*.mp4"))
+    tiles, n = [], 0
+    for clip in clips:
+        with Unmasker() as um, av.open(str(clip)) as c:
+            for i, f in enumerate(c.decode(video=0)):
+                img = f.to_ndarray(format="bgr24")
+                res = um.process(img, timestamp_ms=i * 1000.0 / 25)
+                if i % every == 0 and res.faces:
+                    x0, y0, x1, y1 = res.faces[0].box
+                    cx, cy, half = (x0 + x1) // 2, (y0 + y1) // 2, int(max(x1 - x0, y1 - y0) * 0.8)
+                    crop = lambda im: cv2.resize(
+                        im[max(cy - half, 0):cy + half, max(cx - half, 0):cx + half], (200, 200))
+                    tiles.append(np.hstack([crop(img), crop(res.image)]))
+                    n += 1
+    if tiles:
+        cv2.imwrite(str(out / "clips_grid.png"), _tile(tiles, 3))
+    return {"clips": len(clips), "frames_shown": n}
+
+
 def to_markdown(m: dict) -> str:
     a, r, i = m.get("analyser", {}), m.get("real_segmentation", {}), m.get("inpainter", {})
     f = lambda v, p=3: "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{p}f}"
@@ -302,6 +347,12 @@ def to_markdown(m: dict) -> str:
             lines.append(f"| {n} PSNR (dB) | {f(i[f'psnr_{n}'], 2)} | {f(i[f'psnr_{n}_telea'], 2)} | |")
         lines += ["", "Hole PSNR by covering: " + ", ".join(f"{k} {f(v['mean'], 2)}" for k, v in i["psnr_hole_by_kind"].items()),
                   "", "Hole PSNR by yaw: " + ", ".join(f"{k} {f(v['mean'], 2)}" for k, v in i["psnr_hole_by_yaw"].items()), ""]
+    if m.get("placement"):
+        lines += ["## Synthetic covering placement (CelebA-HQ parsing)", "",
+                  "| covering | nose covered | mouth + lips covered |", "|---|---|---|"]
+        for k, v in m["placement"].items():
+            lines.append(f"| {k} | {f(v.get('nose'), 2)} | {f(v.get('mouth_lips'), 2)} |")
+        lines.append("")
     if m.get("rmfd"):
         lines += ["## Real masked photos (rmfd_dev, no labels)", "",
                   f"{m['rmfd']['n']} photos: a face was found on {f(m['rmfd'].get('face_found_rate'))}, "
@@ -331,7 +382,9 @@ def main(argv=None) -> int:
     if args.only in ("inpainter", "all"):
         metrics["inpainter"] = evaluate_inpainter(models, faces, maker, args.out, args.preset)
     if args.only == "all":
+        metrics["placement"] = placement_check(faces, maker)
         metrics["rmfd"] = real_photo_grid(args.out)
+        metrics["clips"] = clip_frames_grid(args.out)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     md = to_markdown(metrics)
     (args.out / "report.md").write_text(md)

@@ -1,0 +1,507 @@
+"""The GPU-resident reconstruction path: one upload per frame, everything else in torch on the device.
+
+    from stream.gpu import GpuUnmasker, make_gpu_unmasker
+    um = make_gpu_unmasker(device="cuda")          # GpuUnmasker on CUDA, the plain Unmasker elsewhere
+    res = um.process(frame_bgr, timestamp_ms=t)    # same Result / Face contract as Unmasker
+    res = um.process(frame_bgr, t, as_tensor=True) # res.image: (H, W, 3) uint8 tensor on the device
+
+`Unmasker` moves every crop, window and network input through numpy and
+OpenCV. On a GPU that costs a host round trip per stage; here the frame is
+uploaded once (through a reused pinned staging buffer) and the analyser crops,
+normalisation, the networks, the inpainting windows, the hole warp and
+dilation, the feathering, the inverse warp and the blend all run on the device
+with torch. Only what the `Face` API and the CPU-side mask smoothing need comes
+back per face (the 128 px mask probabilities, 468 landmarks and the gender:
+about 70 kB), and the finished frame comes back once (or stays on the device).
+Tracking stays on the CPU (mediapipe).
+
+Geometry follows OpenCV (up to its 1/32 px coordinate quantisation and the uint8
+rounding of its intermediate crops, which this path does not do): the 2x3 matrices of `stream.alignment` and
+`stream.reconstruct` are cv2-style (pixel centres at integer coordinates) and
+are converted to `F.affine_grid` thetas for `align_corners=False`;
+`padding_mode="border"` is `cv2.BORDER_REPLICATE`, "zeros" is the constant-0
+border, `max_pool2d` is `cv2.dilate` with a square kernel, a separable conv2d
+with cv2's own Gaussian kernel and reflect-101 padding is `cv2.GaussianBlur`.
+Sampling grids and warps always run in fp32 (fp16 normalised coordinates are
+off by pixels on a 4K frame); only the networks run in fp16 on CUDA.
+
+The same code runs on the CPU (`device="cpu"`, fp32): that is how the tests
+check it against the numpy / OpenCV path on machines without a GPU.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engines.base import WEIGHTS_DIR
+from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
+from stream.alignment import Alignment
+from stream.errors import ModelError
+from stream.reconstruct import FaceOutput, frame_to_window, landmark_map_for
+from stream.unmasker import Unmasker
+
+__all__ = ["TorchFrameReconstructor", "InpaintJob", "GpuUnmasker", "make_gpu_unmasker", "cv2_to_theta",
+           "warp_affine", "load_module"]
+
+
+# -- cv2 matrices -> affine_grid thetas ------------------------------------------------------------
+
+def _pixel_to_norm(w: int, h: int) -> np.ndarray:
+    """3x3: cv2 pixel coordinates (centre of pixel i at i) -> grid_sample coordinates, align_corners=False
+    (-1 is the left edge of pixel 0, i.e. pixel coordinate -0.5; +1 the right edge of pixel w-1)."""
+    return np.array([[2.0 / w, 0, 1.0 / w - 1], [0, 2.0 / h, 1.0 / h - 1], [0, 0, 1]], np.float64)
+
+
+def _norm_to_pixel(w: int, h: int) -> np.ndarray:
+    return np.array([[w / 2.0, 0, (w - 1) / 2.0], [0, h / 2.0, (h - 1) / 2.0], [0, 0, 1]], np.float64)
+
+
+def _h(m: np.ndarray) -> np.ndarray:
+    """(..., 2, 3) -> (..., 3, 3)."""
+    m = np.asarray(m, np.float64)
+    last = np.broadcast_to(np.array([0.0, 0.0, 1.0]), m.shape[:-2] + (1, 3))
+    return np.concatenate([m, last], -2)
+
+
+def theta_from_dst_to_src(dst_to_src: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
+    """(N, 2, 3) maps from destination pixels to source pixels (cv2 convention) -> affine_grid thetas."""
+    return (_pixel_to_norm(*src_wh) @ _h(dst_to_src) @ _norm_to_pixel(*dst_wh))[..., :2, :]
+
+
+def cv2_to_theta(m: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
+    """The theta(s) for which `grid_sample(src, affine_grid(theta, ...), align_corners=False)` equals
+    `cv2.warpAffine(src, m, dst_wh)`: `m` (2x3 or N x 2 x 3) maps source pixels to destination pixels."""
+    m = np.asarray(m, np.float64)
+    inv = np.linalg.inv(_h(m))[..., :2, :]
+    return theta_from_dst_to_src(inv, src_wh, dst_wh)
+
+
+def _grid(theta: np.ndarray, n: int, out_hw: tuple[int, int], device) -> torch.Tensor:
+    # A few bytes from pageable memory: non_blocking stages them at once, without a stream sync.
+    th = torch.from_numpy(np.ascontiguousarray(theta, np.float32)).to(device, non_blocking=True)
+    if th.ndim == 2:
+        th = th[None]
+    if th.shape[0] != n:
+        th = th.expand(n, 2, 3)
+    return F.affine_grid(th, (n, 1, *out_hw), align_corners=False)
+
+
+def warp_affine(src: torch.Tensor, m: np.ndarray, dsize: tuple[int, int], padding_mode: str = "border",
+                inverse_map: bool = False) -> torch.Tensor:
+    """`cv2.warpAffine(src, m, dsize, INTER_LINEAR)` for a float (N, C, H, W) tensor.
+
+    `m`: 2x3 (shared) or (N, 2, 3), source -> destination pixels (destination -> source with
+    `inverse_map`, like cv2.WARP_INVERSE_MAP). padding "border" = BORDER_REPLICATE, "zeros" = constant 0.
+    """
+    n, _, h, w = src.shape
+    m = np.asarray(m, np.float64)
+    theta = (theta_from_dst_to_src(m, (w, h), dsize) if inverse_map else cv2_to_theta(m, (w, h), dsize))
+    grid = _grid(theta, n, (dsize[1], dsize[0]), src.device)
+    return F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode=padding_mode,
+                         align_corners=False)
+
+
+def _sample_box(dst_to_src: np.ndarray, out_wh: tuple[int, int], src_wh: tuple[int, int]):
+    """Source-pixel box [x0, x1) x [y0, y1) (clipped, never empty) holding every pixel a bilinear sample
+    of the out_wh destination grid reads; border clamping stays exact inside it."""
+    ow, oh = out_wh
+    w, h = src_wh
+    corners = np.array([[0, 0], [ow - 1, 0], [0, oh - 1], [ow - 1, oh - 1]], np.float64)
+    pts = corners @ dst_to_src[:, :2].T + dst_to_src[:, 2]
+    x0, y0 = np.floor(pts.min(0)).astype(np.int64) - 1
+    x1, y1 = np.floor(pts.max(0)).astype(np.int64) + 3
+    x0, y0 = min(max(int(x0), 0), w - 1), min(max(int(y0), 0), h - 1)
+    x1, y1 = max(min(int(x1), w), x0 + 1), max(min(int(y1), h), y0 + 1)
+    return x0, y0, x1, y1
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def load_module(name: str, device: str = "cpu", precision: str = "fp32", weights_dir: str | Path | None = None):
+    """The network `name` as an eval-mode torch module on `device` (fp16 on CUDA when asked, else fp32).
+
+    With `<weights_dir>/<name>.onnx` present this is `TorchRunner`'s own module (same sidecar sha256
+    check, channels-last on CUDA); with only `<name>.pt` (e.g. a training snapshot) the same
+    weights_only state-dict loader and `models.networks.build`.
+    """
+    from engines.torch_runner import TorchRunner, load_state_dict
+    from models.networks import build
+
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    onnx_path = folder / f"{name}.onnx"
+    if onnx_path.exists():
+        return TorchRunner(onnx_path, device=device, precision=precision).net
+    state = load_state_dict(folder / f"{name}.pt")
+    net = build(name)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelError(f"{folder / f'{name}.pt'} does not fit {name}: {str(e).strip().splitlines()[0]}") from None
+    dtype = torch.float16 if precision == "fp16" and device.startswith("cuda") else torch.float32
+    net = net.eval().to(torch.device(device), dtype=dtype)
+    if device.startswith("cuda"):
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+# -- the device path ------------------------------------------------------------------------------
+
+@dataclass
+class InpaintJob:
+    """One masked face to redraw."""
+
+    alignment: Alignment            # frame -> canonical crop
+    mask: np.ndarray | torch.Tensor  # (s, s) covering in the analyser crop (bool or probability; > 0.5 = hole)
+    landmarks_crop: np.ndarray      # (468, 2) canonical-crop pixels
+    gender: float                   # P(female)
+
+
+class _Pinned:
+    """A reused page-locked host buffer; an event guards reuse while an async copy may still read it."""
+
+    def __init__(self):
+        self.buf: torch.Tensor | None = None
+        self.event = None
+
+    def get(self, shape, dtype) -> torch.Tensor:
+        if self.event is not None:
+            self.event.synchronize()          # the previous async copy out of / into it is done
+            self.event = None
+        n = int(np.prod(shape))
+        if self.buf is None or self.buf.dtype != dtype or self.buf.numel() < n:
+            with torch.inference_mode(False):   # a normal tensor: copy_ into it works in and out of it
+                self.buf = torch.empty(n, dtype=dtype, pin_memory=True)
+        return self.buf[:n].view(tuple(shape))
+
+    def record(self, device: torch.device):
+        self.event = torch.cuda.Event()
+        self.event.record(torch.cuda.current_stream(device))
+
+
+class TorchFrameReconstructor:
+    """Analyser + inpainter + all the warps as torch on one device. Not thread-safe.
+
+    `device`: "cuda", "cuda:N" or "cpu" (the CPU runs the same code in fp32: for tests).
+    `precision`: the networks' precision on CUDA, "fp16" (default) or "fp32"; grids and warps are fp32.
+    `weights_dir`: where `analyser.*` and `inpainter_<preset>.*` are (default models/weights).
+    """
+
+    def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
+                 weights_dir: str | Path | None = None, dilate_px: int = 4, feather_px: int = 3):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelError(f"PyTorch has no CUDA device for {device}: install a CUDA build of PyTorch "
+                             f"on a machine with an NVIDIA GPU, or use device='cpu'")
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ModelError(f"unknown device {device!r}: use cpu or cuda[:N]")
+        if preset not in INPAINTER_PRESETS:
+            raise ModelError(f"unknown preset {preset!r}: choose {' or '.join(INPAINTER_PRESETS)}")
+        if precision is None:
+            precision = "fp16" if device.startswith("cuda") else "fp32"
+        if precision not in ("fp16", "fp32"):
+            raise ModelError(f"unknown precision {precision!r}: choose fp16 or fp32")
+        self.cuda = device.startswith("cuda")
+        self.precision = precision if self.cuda else "fp32"   # fp16 convolutions on the CPU: slow, inexact
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        self.preset = preset
+        self.window_size = INPAINTER_PRESETS[preset]["size"]
+        self.analyser_size = ANALYSER["input_size"]
+        self.dilate_px, self.feather_px = dilate_px, feather_px
+        self.analyser = load_module("analyser", device, self.precision, weights_dir)
+        self.inpainter = load_module(f"inpainter_{preset}", device, self.precision, weights_dir)
+        fk = 2 * feather_px + 1
+        g = torch.as_tensor(cv2.getGaussianKernel(fk, 0).ravel(), dtype=torch.float32)  # cv2's own kernel
+        self._gauss_x = g.view(1, 1, 1, fk).to(self.device)
+        self._gauss_y = g.view(1, 1, fk, 1).to(self.device)
+        self._up, self._down, self._aux = _Pinned(), _Pinned(), _Pinned()
+
+    # -- transfers ------------------------------------------------------------------------------
+    def upload(self, frame_bgr: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 BGR -> a new (H, W, 3) uint8 tensor on the device (async on CUDA)."""
+        frame_bgr = np.asarray(frame_bgr)
+        if not self.cuda:
+            return torch.from_numpy(np.array(frame_bgr, np.uint8, copy=True))
+        staging = self._up.get(frame_bgr.shape, torch.uint8)
+        np.copyto(staging.numpy(), frame_bgr, casting="no")
+        out = staging.to(self.device, non_blocking=True)
+        self._up.record(self.device)
+        return out
+
+    def download(self, t: torch.Tensor, out: np.ndarray | None = None) -> np.ndarray:
+        """A device tensor -> a host numpy array of its own (or written into `out`)."""
+        if t.device.type != "cuda":
+            a = t.detach().numpy()
+            if out is None:
+                return a.copy()
+            np.copyto(out, a)
+            return out
+        staging = self._down.get(tuple(t.shape), t.dtype)
+        staging.copy_(t, non_blocking=True)
+        self._down.record(self.device)
+        self._down.event.synchronize()
+        self._down.event = None
+        if out is None:
+            out = np.empty(tuple(t.shape), staging.numpy().dtype)
+        np.copyto(out, staging.numpy())
+        return out
+
+    def _upload_aux(self, arrays: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Small float32 arrays packed into one pinned buffer and one host->device copy."""
+        sizes = [a.size for a in arrays]
+        if not self.cuda:
+            return [torch.from_numpy(np.array(a, np.float32)) for a in arrays]
+        staging = self._aux.get((sum(sizes),), torch.float32)
+        host = staging.numpy()
+        o = 0
+        for a, n in zip(arrays, sizes):
+            host[o:o + n] = np.asarray(a, np.float32).ravel()
+            o += n
+        dev = staging.to(self.device, non_blocking=True)
+        self._aux.record(self.device)
+        out, o = [], 0
+        for a, n in zip(arrays, sizes):
+            out.append(dev[o:o + n].view(a.shape))
+            o += n
+        return out
+
+    def _net_input(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.dtype)
+        if self.cuda and t.ndim == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    # -- sampling the frame ---------------------------------------------------------------------
+    def _sample_frame(self, frame: torch.Tensor, dst_to_frame: np.ndarray, size: int) -> torch.Tensor:
+        """Batched bilinear crops (N, 3, size, size) float32 in 0..255 of the uint8 (H, W, 3) frame, border
+        replicated. Only the region the crops read is converted to float (one region for all faces
+        unless they are far apart)."""
+        h, w = frame.shape[:2]
+        n = len(dst_to_frame)
+        boxes = [_sample_box(a, (size, size), (w, h)) for a in dst_to_frame]
+        union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                 max(b[3] for b in boxes))
+        area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+        if n == 1 or area(union) <= 2 * sum(area(b) for b in boxes):
+            groups = [(union, list(range(n)))]
+        else:
+            groups = [(b, [i]) for i, b in enumerate(boxes)]
+        out = torch.empty((n, 3, size, size), dtype=torch.float32, device=frame.device)
+        for (x0, y0, x1, y1), idx in groups:
+            roi = frame[y0:y1, x0:x1].permute(2, 0, 1).unsqueeze(0).float()
+            a = dst_to_frame[idx].copy()
+            a[:, :, 2] -= (x0, y0)                      # destination pixel -> ROI pixel
+            theta = theta_from_dst_to_src(a, (x1 - x0, y1 - y0), (size, size))
+            grid = _grid(theta, len(idx), (size, size), frame.device)
+            res = F.grid_sample(roi.expand(len(idx), -1, -1, -1), grid, mode="bilinear",
+                                padding_mode="border", align_corners=False)
+            if len(idx) == n:
+                out = res
+            else:
+                out[idx] = res
+        return out
+
+    # -- the analyser -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def analyse(self, frame: torch.Tensor, alignments: Sequence[Alignment]):
+        """Batched analysis of the faces at `alignments` in the (H, W, 3) uint8 device frame.
+
+        Returns device tensors: mask probabilities (N, s, s) float32 in the analyser crop (s = 128),
+        P(female) (N,), and landmarks (N, 468, 2) in canonical-crop pixels.
+        """
+        s = self.analyser_size
+        if not alignments:
+            z = torch.zeros
+            return z((0, s, s), device=self.device), z((0,), device=self.device), z((0, 468, 2), device=self.device)
+        # analyser crop = Alignment.crop(image, s): the matrix scaled by s / alignment.size
+        fwd = np.stack([a.matrix * (s / a.size) for a in alignments])
+        crops = self._sample_frame(frame, np.linalg.inv(_h(fwd))[:, :2], s)
+        mask_logits, gender_logit, landmarks = self.analyser(self._net_input(crops * (1.0 / 255.0)))
+        probs = torch.sigmoid(mask_logits[:, 0].float())
+        genders = torch.sigmoid(gender_logit.reshape(-1).float())
+        return probs, genders, landmarks.float() * CANONICAL_SIZE
+
+    # -- the inpainter and the blend --------------------------------------------------------------
+    def _feather(self, hole: torch.Tensor) -> torch.Tensor:
+        """cv2.GaussianBlur(hole, (k, k), 0) * hole (BORDER_REFLECT_101 = torch's 'reflect')."""
+        r = self.feather_px
+        x = F.conv2d(F.pad(hole, (r, r, 0, 0), mode="reflect"), self._gauss_x)
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), self._gauss_y)
+        return x * hole
+
+    def _windows_and_holes(self, frame, jobs: Sequence[InpaintJob]):
+        size, s_an = self.window_size, self.analyser_size
+        mats = np.stack([frame_to_window(j.alignment, size) for j in jobs])      # frame -> window
+        windows = self._sample_frame(frame, np.linalg.inv(_h(mats))[:, :2], size)
+        masks_np = [j.mask for j in jobs if not isinstance(j.mask, torch.Tensor)]
+        maps = np.stack([landmark_map_for(np.asarray(j.landmarks_crop), size) for j in jobs])
+        genders = np.array([j.gender for j in jobs], np.float32)
+        aux = [maps, genders] + [np.asarray(m, np.float32) for m in masks_np]
+        dev = self._upload_aux(aux)
+        maps_t, genders_t, uploaded = dev[0][:, None], dev[1], iter(dev[2:])
+        masks = torch.stack([j.mask.to(self.device, torch.float32) if isinstance(j.mask, torch.Tensor)
+                             else next(uploaded) for j in jobs])[:, None]
+        # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop), as the CPU path
+        wm = window_matrix(size).copy()
+        wm[:, :2] *= CANONICAL_SIZE / s_an
+        hole = warp_affine(masks, wm, (size, size), padding_mode="zeros")
+        k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
+        hole = F.max_pool2d((hole > 0.5).float(), k, stride=1, padding=k // 2)    # = cv2.dilate, square k
+        return mats, windows, hole, maps_t, genders_t
+
+    @torch.inference_mode()
+    def inpaint_and_blend(self, frame: torch.Tensor, jobs: Sequence[InpaintJob | tuple],
+                          inplace: bool = False) -> torch.Tensor:
+        """Redraw every job's lower-face window in one inpainter batch and blend it into the frame.
+
+        Pixels where the warped feathered hole (alpha) is 0 keep their exact values. Returns the
+        (H, W, 3) uint8 device frame (`frame` itself when `inplace`).
+        """
+        jobs = [j if isinstance(j, InpaintJob) else InpaintJob(*j) for j in jobs]
+        out = frame if inplace else frame.clone()
+        if not jobs:
+            return out
+        size = self.window_size
+        mats, windows, hole, maps, genders = self._windows_and_holes(frame, jobs)
+        pred = self.inpainter(self._net_input(windows * (1.0 / 255.0)), self._net_input(hole),
+                              self._net_input(maps), genders.to(self.dtype))
+        pred = (pred.float() * 255.0).clamp_(0, 255)
+        alpha = self._feather(hole)
+        # Inverse warp, batched over faces: each face's region of the frame, padded to a common size.
+        h, w = frame.shape[:2]
+        inv = np.linalg.inv(_h(mats))[:, :2]                                      # window -> frame
+        # alpha (zeros padding) can be > 0 wherever the window coordinate lies in (-1, size)
+        boxes = [_sample_box(_shift(a, -1.0), (size + 2, size + 2), (w, h)) for a in inv]
+        bh = max(b[3] - b[1] for b in boxes)
+        bw = max(b[2] - b[0] for b in boxes)
+        a_roi = mats.copy()                                                        # ROI pixel -> window
+        a_roi[:, :, 2] += np.einsum("nij,nj->ni", mats[:, :, :2], np.array([b[:2] for b in boxes], np.float64))
+        grid = _grid(theta_from_dst_to_src(a_roi, (size, size), (bw, bh)), len(jobs), (bh, bw), frame.device)
+        p_roi = F.grid_sample(pred, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        a_roi = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):                  # in order: later faces over earlier
+            a = a_roi[i, 0, :y1 - y0, :x1 - x0, None]
+            p = p_roi[i, :, :y1 - y0, :x1 - x0].permute(1, 2, 0)
+            roi = out[y0:y1, x0:x1]
+            blended = torch.round(p * a + roi.float() * (1 - a)).clamp_(0, 255).to(torch.uint8)
+            roi.copy_(torch.where(a > 0, blended, roi))
+        return out
+
+
+def _shift(dst_to_src: np.ndarray, d: float) -> np.ndarray:
+    """The 2x3 map whose destination grid starts at pixel (d, d) instead of (0, 0)."""
+    m = dst_to_src.copy()
+    m[:, 2] += d * m[:, :2].sum(-1)
+    return m
+
+
+# -- Unmasker on the device -------------------------------------------------------------------------
+
+class _DeviceReconstructor:
+    """What `Unmasker` calls `self.reconstructor`: analysis on the device, results as `FaceOutput`s."""
+
+    name = "model"
+    backend = "torch"
+
+    def __init__(self, owner: "GpuUnmasker", gpu: TorchFrameReconstructor):
+        self._owner = owner
+        self.gpu = gpu
+        self.window_size = gpu.window_size
+
+    def analyse(self, image: np.ndarray, faces) -> list[FaceOutput]:
+        if not faces:
+            return []
+        probs, genders, lms = self.gpu.analyse(self._owner._frame_tensor(image), [f.alignment for f in faces])
+        n, s = probs.shape[:2]
+        # One download of ~70 kB per face: what mask smoothing and the Face fields need on the CPU.
+        host = self.gpu.download(torch.cat([probs.reshape(n, -1), genders[:, None], lms.reshape(n, -1)], 1))
+        probs, genders, lms = host[:, :s * s].reshape(n, s, s), host[:, s * s], host[:, s * s + 1:].reshape(n, -1, 2)
+        return [FaceOutput(probs[i].copy(), float(genders[i]), lms[i].copy()) for i in range(n)]
+
+    def inpaint(self, windows, holes, landmark_maps, genders):
+        raise NotImplementedError("GpuUnmasker inpaints in _inpaint_and_blend, on the device")
+
+    def close(self):
+        self.gpu.analyser = self.gpu.inpainter = None
+
+
+class GpuUnmasker(Unmasker):
+    """`Unmasker` whose analysis, inpainting and blending run on `device` with torch.
+
+    Tracking, landmark and mask smoothing and the `Face` fields stay on the CPU as in `Unmasker`;
+    the frame is uploaded once per `process` call (only when a face is found) and downloaded once
+    (only when a face was redrawn; never with `as_tensor=True`). `device="cpu"` runs the same
+    torch code in fp32 (for tests). Other keyword arguments are `Unmasker`'s.
+    """
+
+    def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
+                 weights_dir: str | Path | None = None, **kwargs):
+        method = kwargs.pop("method", "model")
+        if method not in ("model", "auto"):
+            raise ValueError(f"GpuUnmasker runs the models; method {method!r} is the plain Unmasker's")
+        kwargs.pop("backend", None)
+        # The classical reconstructor opens no model: Unmasker's own set-up (tracking, smoothing
+        # parameters) without loading ONNX sessions we would not use. The device models replace it.
+        super().__init__(method="classical", device=device, preset=preset, **kwargs)
+        self.gpu = TorchFrameReconstructor(device, precision, preset, weights_dir,
+                                           dilate_px=self.dilate_px, feather_px=self.feather_px)
+        self.reconstructor = _DeviceReconstructor(self, self.gpu)
+        self.method = "model"
+        self._frame_np: np.ndarray | None = None
+        self._frame_dev: torch.Tensor | None = None
+        self._as_tensor = False
+
+    def _frame_tensor(self, frame: np.ndarray) -> torch.Tensor:
+        """The device copy of this call's frame: uploaded on first use, reused by later steps."""
+        if self._frame_np is not frame:
+            self._frame_dev = self.gpu.upload(frame)
+            self._frame_np = frame
+        return self._frame_dev
+
+    def process(self, frame_bgr: np.ndarray, timestamp_ms: float | None = None, *, as_tensor: bool = False):
+        """`Unmasker.process`; with `as_tensor=True` the result's image is a uint8 (H, W, 3) device tensor."""
+        self._frame_np = self._frame_dev = None
+        self._as_tensor = as_tensor
+        try:
+            res = super().process(frame_bgr, timestamp_ms)
+            if as_tensor and isinstance(res.image, np.ndarray):       # nothing redrawn
+                res.image = self._frame_tensor(frame_bgr)
+            return res
+        finally:
+            self._frame_np = self._frame_dev = None
+            self._as_tensor = False
+
+    def _inpaint_and_blend(self, frame, jobs):
+        t = time.perf_counter()
+        dev = self.gpu.inpaint_and_blend(
+            self._frame_tensor(frame),
+            [InpaintJob(inp.alignment, mask_crop, ana.landmarks_crop, gender_p)
+             for inp, ana, mask_crop, gender_p in jobs],
+            inplace=True)                      # the upload belongs to this call: no second device copy
+        self._frame_np = None                  # it no longer holds the input frame
+        out = dev if self._as_tensor else self.gpu.download(dev)
+        # Crop, nets, blend and the download together (they overlap on the device); with as_tensor
+        # nothing waits for the device here, so this is the launch time only.
+        return out, (time.perf_counter() - t) * 1e3
+
+
+def make_gpu_unmasker(device: str | None = None, **kwargs) -> Unmasker:
+    """A `GpuUnmasker` when `device` is CUDA ("cuda", "cuda:N"), else the plain `Unmasker(**kwargs)`.
+
+    `device=None` picks CUDA when torch sees one. GpuUnmasker-only arguments (precision,
+    weights_dir) are dropped for the plain Unmasker.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else None
+    if device is not None and device.startswith("cuda"):
+        return GpuUnmasker(device=device, **kwargs)
+    for k in ("precision", "weights_dir"):
+        kwargs.pop(k, None)
+    return Unmasker(device=device, **kwargs)
+

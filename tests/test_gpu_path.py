@@ -1,0 +1,421 @@
+"""The GPU-resident path (stream.gpu) against the numpy / OpenCV path.
+
+Everything runs on the CPU with the same torch code (device="cpu", fp32); the `gpu`-marked tests
+repeat the comparisons on CUDA in fp16 and skip with a reason elsewhere. The networks are the
+shipped ones when their .pt files load, else seeded random-weight networks: the comparisons are
+of the geometry, normalisation and blending around the networks, with the very same modules on
+both sides, so trained weights are not needed.
+"""
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from models.spec import ANALYSER, CANONICAL_SIZE
+from stream.alignment import Alignment, align_face, load_canonical_shape
+from stream.reconstruct import FaceInput, FaceOutput, ModelReconstructor
+from stream.unmasker import Unmasker
+from tests.faces import astronaut_landmarks, masked_astronaut, side_by_side
+
+torch = pytest.importorskip("torch")   # the inference install has no torch
+
+from stream.gpu import (GpuUnmasker, InpaintJob, TorchFrameReconstructor, make_gpu_unmasker,  # noqa: E402
+                        warp_affine)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device visible to torch (torch.cuda.is_available() is False)")
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+def _loadable(path, name) -> bool:
+    from engines.torch_runner import load_state_dict
+    from models.networks import build
+    try:
+        build(name).load_state_dict(load_state_dict(path), strict=True)
+        return True
+    except Exception:   # missing, or being rewritten by training right now
+        return False
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    """analyser.pt and inpainter_fast.pt only (no .onnx): a snapshot of the shipped weights where they
+    load, seeded random-weight networks otherwise."""
+    from engines.base import WEIGHTS_DIR
+    from models.networks import build
+    folder = tmp_path_factory.mktemp("weights")
+    used = []
+    for seed, name in enumerate(("analyser", "inpainter_fast")):
+        shipped = WEIGHTS_DIR / f"{name}.pt"
+        if shipped.exists():
+            shutil.copyfile(shipped, folder / f"{name}.pt")
+            if _loadable(folder / f"{name}.pt", name):
+                used.append(f"{name}: shipped")
+                continue
+        torch.manual_seed(seed)
+        torch.save(build(name).state_dict(), folder / f"{name}.pt")
+        used.append(f"{name}: random weights")
+    print(f"\n[{', '.join(used)}]")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cpu_gpu_unmasker(weights_dir):
+    with GpuUnmasker(device="cpu", weights_dir=weights_dir) as um:
+        yield um
+
+
+class _ModuleRunner:
+    """An engines Runner's run() around a torch module (the reference path's networks)."""
+
+    def __init__(self, net, inputs, outputs):
+        self.net, self.inputs, self.outputs = net, inputs, outputs
+
+    def run(self, feeds):
+        with torch.inference_mode():
+            outs = self.net(*[torch.from_numpy(feeds[k]) for k in self.inputs])
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        return {k: o.float().numpy() for k, o in zip(self.outputs, outs)}
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def reference(cpu_gpu_unmasker):
+    """The numpy / OpenCV Unmasker around the very same torch modules."""
+    gpu = cpu_gpu_unmasker.gpu
+    rec = ModelReconstructor.__new__(ModelReconstructor)
+    rec.analyser = _ModuleRunner(gpu.analyser, ["image"], ["mask_logits", "gender_logit", "landmarks"])
+    rec.inpainter = _ModuleRunner(gpu.inpainter, ["image", "hole", "landmark_map", "gender"], ["output"])
+    rec.window_size, rec.backend = gpu.window_size, "torch"
+    with Unmasker(method="classical") as um:
+        um.reconstructor, um.method = rec, "model"
+        yield um
+
+
+def _random_similarity(rng, w, h, out):
+    """A frame -> crop similarity of a face-sized region, sometimes reaching past the frame."""
+    side = rng.uniform(0.15, 1.2) * min(w, h)
+    cx, cy = rng.uniform(-0.1, 1.1) * w, rng.uniform(-0.1, 1.1) * h
+    ang = rng.uniform(-60, 60)
+    m = cv2.getRotationMatrix2D((cx, cy), ang, out / side)
+    m[:, 2] += (out / 2 - cx, out / 2 - cy)
+    return m
+
+
+def _as_batch(img):
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float()
+
+
+def _gt_jobs(img, gt, alignments, gender=0.3):
+    """Identical inpainting jobs for both paths: the true covering and the tracked landmarks."""
+    s = ANALYSER["input_size"]
+    canonical = load_canonical_shape()
+    jobs = []
+    for al in alignments:
+        mask = cv2.warpAffine(gt, al.matrix * (s / al.size), (s, s), flags=cv2.INTER_LINEAR) > 127
+        lm_crop = al.to_crop(astronaut_landmarks()) if al is alignments[0] else canonical
+        jobs.append((FaceInput(al, None), FaceOutput(mask.astype(np.float32), gender, lm_crop), mask, gender))
+    return jobs
+
+
+def _support(shape, alignments, masks, size=128, dilate_px=4, grow=3):
+    """Frame pixels the blend may touch: each window's dilated hole warped back, grown by a few px."""
+    from stream.reconstruct import frame_to_window
+    from models.spec import window_matrix
+    out = np.zeros(shape[:2], np.uint8)
+    for al, mask in zip(alignments, masks):
+        wm = window_matrix(size).copy()
+        wm[:, :2] *= CANONICAL_SIZE / mask.shape[0]
+        hole = cv2.warpAffine(mask.astype(np.float32), wm, (size, size)) > 0.5
+        k = 2 * dilate_px + 1
+        hole = cv2.dilate(hole.astype(np.uint8), np.ones((k, k), np.uint8))
+        m = frame_to_window(al, size)
+        back = cv2.warpAffine(hole * 255, m, (shape[1], shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        out |= (back > 0).astype(np.uint8)
+    return cv2.dilate(out, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) > 0
+
+
+def test_weights_load_through_torch_runner_or_from_the_pt_alone(weights_dir, tmp_path):
+    """With an exported .onnx beside it the module is TorchRunner's (sidecar sha256 checked); with only
+    the .pt (a training snapshot, or the random-weight stand-ins) the same weights_only loader."""
+    from engines.base import WEIGHTS_DIR
+    from stream.errors import ModelError
+    from stream.gpu import load_module
+    for ext in ("onnx", "json", "pt"):
+        if not (WEIGHTS_DIR / f"analyser.{ext}").exists():
+            pytest.skip("no exported analyser in models/weights")
+        shutil.copyfile(WEIGHTS_DIR / f"analyser.{ext}", tmp_path / f"analyser.{ext}")
+    try:
+        via_runner = load_module("analyser", "cpu", "fp32", tmp_path)
+    except ModelError as e:   # training rewrote one of the files while they were copied
+        pytest.skip(f"shipped analyser changed while copying: {e}")
+    (tmp_path / "analyser.onnx").unlink()
+    alone = load_module("analyser", "cpu", "fp32", tmp_path)
+    for a, b in zip(via_runner.state_dict().values(), alone.state_dict().values()):
+        assert torch.equal(a, b)
+    (tmp_path / "analyser.pt").unlink()
+    with pytest.raises(ModelError, match="not found"):
+        load_module("analyser", "cpu", "fp32", tmp_path)
+
+
+# -- (1) geometry equals OpenCV ---------------------------------------------------------------------
+
+def test_affine_crop_matches_cv2_warp_affine():
+    img = masked_astronaut()[0]
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(0)
+    x = _as_batch(img)
+    worst = []
+    for _ in range(12):
+        out = int(rng.choice([64, 128, 256]))
+        m = _random_similarity(rng, w, h, out)
+        ref = cv2.warpAffine(img, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        got = warp_affine(x, m, (out, out), padding_mode="border")[0].permute(1, 2, 0).numpy()
+        d = np.abs(got - ref.astype(np.float32))
+        worst.append(d.max())
+        # cv2 rounds to uint8 and quantises coordinates to 1/32 px; nothing else may differ.
+        assert d.mean() < 0.35, d.mean()
+        assert np.percentile(d, 99.9) < 4.0
+        assert d.max() < 10.0
+        # WARP_INVERSE_MAP and the constant-0 border as well.
+        inv = cv2.invertAffineTransform(m)
+        ref0 = cv2.warpAffine(img, inv, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        got0 = warp_affine(x, inv, (out, out), padding_mode="zeros", inverse_map=True)[0].permute(1, 2, 0).numpy()
+        assert np.abs(got0 - ref0).mean() < 0.35
+    print(f"\ncrop vs cv2.warpAffine: max abs diff over 12 random similarities {max(worst):.2f} / 255")
+
+
+def test_frame_sampling_reads_only_the_face_region_yet_equals_a_whole_frame_warp():
+    """_sample_frame converts only the region the crops read (one region for nearby faces, one per face
+    for distant ones): the result equals a warp of the whole frame, also for crops past the border."""
+    img = side_by_side(masked_astronaut()[0], masked_astronaut()[0], gap=600)
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(1)
+    rec = TorchFrameReconstructor.__new__(TorchFrameReconstructor)
+    frame = torch.from_numpy(img)
+    for n in (1, 3):
+        mats = np.stack([_random_similarity(rng, w, h, 128) for _ in range(n)])
+        inv = np.stack([cv2.invertAffineTransform(m) for m in mats])
+        got = rec._sample_frame(frame, inv, 128)
+        whole = warp_affine(_as_batch(img).expand(n, -1, -1, -1), mats, (128, 128))
+        # fp32 normalised coordinates across a 1600 px frame: ~1e-4 px
+        assert torch.allclose(got, whole, atol=0.05), (got - whole).abs().max()
+
+
+def test_dilation_and_feathering_equal_opencv(cpu_gpu_unmasker):
+    gpu = cpu_gpu_unmasker.gpu
+    rng = np.random.default_rng(2)
+    hole = np.zeros((128, 128), np.uint8)
+    cv2.ellipse(hole, (64, 100), (50, 40), 0, 0, 360, 1, -1)   # reaches the window's bottom edge
+    hole[rng.random(hole.shape) > 0.995] = 1
+    k = 9
+    ref = cv2.dilate(hole, np.ones((k, k), np.uint8)).astype(np.float32)
+    got = torch.nn.functional.max_pool2d(torch.from_numpy(hole).float()[None, None], k, 1, k // 2)[0, 0]
+    np.testing.assert_array_equal(got.numpy(), ref)
+    alpha = cv2.GaussianBlur(ref, (7, 7), 0) * ref
+    np.testing.assert_allclose(gpu._feather(torch.from_numpy(ref)[None, None])[0, 0].numpy(), alpha, atol=1e-6)
+
+
+# -- (2) the whole path against the numpy / OpenCV Unmasker --------------------------------------------
+
+def test_analysis_matches_the_numpy_path(cpu_gpu_unmasker, reference):
+    img = masked_astronaut()[0]
+    canonical = load_canonical_shape()
+    lm = astronaut_landmarks()
+    rng = np.random.default_rng(3)
+    faces = [FaceInput(align_face(lm, canonical), lm)]
+    for _ in range(2):   # jittered alignments, one half off the frame
+        m = faces[0].alignment.matrix.copy()
+        m[:, 2] += rng.uniform(-60, 60, 2)
+        faces.append(FaceInput(Alignment(m), lm))
+    faces[-1].alignment.matrix[:, 2] += (200, 0)
+    ref = reference.reconstructor.analyse(img, faces)
+    got = cpu_gpu_unmasker.reconstructor.analyse(img, faces)
+    for r, g in zip(ref, got):
+        dp = np.abs(r.mask_prob - g.mask_prob)
+        assert dp.mean() < 5e-3 and dp.max() < 0.15, (dp.mean(), dp.max())
+        assert abs(r.gender_female - g.gender_female) < 0.01
+        assert np.abs(r.landmarks_crop - g.landmarks_crop).max() < 0.5   # canonical px
+
+
+def test_inpaint_and_blend_matches_the_numpy_path_for_the_same_jobs(cpu_gpu_unmasker, reference):
+    """Same masks, landmarks and genders on both sides: only crops, warps, feathering and blending
+    differ. Two faces in one batch, plus one whose window hangs over the frame's edge."""
+    one, gt1 = masked_astronaut()
+    img = side_by_side(one, one)
+    gt = np.hstack([gt1, np.zeros((gt1.shape[0], 40), np.uint8), gt1])
+    lm = astronaut_landmarks()
+    canonical = load_canonical_shape()
+    a1 = align_face(lm, canonical)
+    a2 = Alignment(a1.matrix.copy())
+    a2.matrix[:, 2] -= a2.matrix[:, :2] @ [one.shape[1] + 40, 0]               # the right face
+    a3 = Alignment(a1.matrix.copy())
+    a3.matrix[:, 2] -= a3.matrix[:, :2] @ [-130, 250]                          # past the bottom-left
+    alignments = [a1, a2, a3]
+    jobs = _gt_jobs(img, gt, alignments)
+    jobs[2] = (jobs[2][0], jobs[2][1], jobs[1][2], 0.8)                        # a3: a1's covering shape
+    ref, _ = reference._inpaint_and_blend(img, jobs)
+    gpu = cpu_gpu_unmasker.gpu
+    frame = gpu.upload(img)
+    out = gpu.download(gpu.inpaint_and_blend(frame, [InpaintJob(j[0].alignment, j[2], j[1].landmarks_crop, j[3])
+                                                     for j in jobs]))
+    np.testing.assert_array_equal(gpu.download(frame), img)                    # not in place by default
+    support = _support(img.shape, alignments, [j[2] for j in jobs])
+    changed_gpu, changed_ref = (out != img).any(2), (ref != img).any(2)
+    assert changed_gpu.sum() > 5000 and changed_ref.sum() > 5000
+    # Outside the blend region every pixel is bit-identical to the input, on both paths.
+    assert not (changed_gpu & ~support).any()
+    assert not (changed_ref & ~support).any()
+    d = np.abs(out.astype(int) - ref.astype(int)).max(2)
+    inside = changed_gpu | changed_ref
+    print(f"\ninpaint+blend, same jobs: mean |diff| {d[inside].mean():.3f}, max {d.max()}, "
+          f"> 8 levels: {(d[inside] > 8).mean():.4%} of {inside.sum()} blended px")
+    assert d[inside].mean() < 1.5
+    assert (d[inside] > 8).mean() < 0.01
+
+
+def test_full_frame_matches_the_numpy_unmasker(cpu_gpu_unmasker, reference):
+    img, gt = masked_astronaut()
+    before = img.copy()
+    got = cpu_gpu_unmasker.process(img)
+    ref = reference.process(img)
+    np.testing.assert_array_equal(img, before)                                 # the input is never touched
+    assert got.image.shape == img.shape and got.image.dtype == np.uint8
+    assert cpu_gpu_unmasker.backend == "torch"
+    assert len(got.faces) == len(ref.faces) == 1
+    fg, fr = got.faces[0], ref.faces[0]
+    assert fg.masked == fr.masked
+    assert np.abs(fg.landmarks - fr.landmarks).max() < 1.0
+    assert abs(fg.gender_score - fr.gender_score) < 0.01
+    inter = np.logical_and(fg.mask, fr.mask).sum()
+    union = np.logical_or(fg.mask, fr.mask).sum()
+    assert union == 0 or inter / union > 0.97
+    d = np.abs(got.image.astype(int) - ref.image.astype(int)).max(2)
+    changed = (got.image != img).any(2) | (ref.image != img).any(2)
+    grown = cv2.dilate(np.maximum(fg.mask, fr.mask), np.ones((41, 41), np.uint8)) > 0
+    assert not (changed & ~grown).any()                       # bit-identical outside the (dilated) mask
+    if fg.masked:
+        print(f"\nfull frame: mean |diff| inside the blend {d[changed].mean():.3f}, max {d.max()} "
+              f"({changed.sum()} px blended)")
+        assert d[changed].mean() < 3.0
+    else:  # an untrained analyser may see no covering: then both return the frame untouched
+        np.testing.assert_array_equal(got.image, img)
+        np.testing.assert_array_equal(ref.image, img)
+
+
+def test_video_mode_matches_the_numpy_unmasker(cpu_gpu_unmasker, reference):
+    """Tracking, landmark and mask smoothing stay on the CPU: the jobs come from MaskSmoother."""
+    img, _ = masked_astronaut()
+    for um in (cpu_gpu_unmasker, reference):
+        um.reset()
+    try:
+        for i in range(2):
+            got = cpu_gpu_unmasker.process(img, timestamp_ms=40 * i)
+            ref = reference.process(img, timestamp_ms=40 * i)
+            assert [f.track_id for f in got.faces] == [f.track_id for f in ref.faces]
+            changed = (got.image != img).any(2) | (ref.image != img).any(2)
+            if changed.any():
+                d = np.abs(got.image.astype(int) - ref.image.astype(int)).max(2)
+                assert d[changed].mean() < 3.0
+    finally:
+        for um in (cpu_gpu_unmasker, reference):
+            um.reset()
+
+
+def test_as_tensor_and_faceless_frames(cpu_gpu_unmasker):
+    img = masked_astronaut()[0]
+    res = cpu_gpu_unmasker.process(img, as_tensor=True)
+    assert isinstance(res.image, torch.Tensor) and tuple(res.image.shape) == img.shape
+    np.testing.assert_array_equal(res.image.numpy(), cpu_gpu_unmasker.process(img).image)
+    blank = np.full((120, 160, 3), 90, np.uint8)
+    res = cpu_gpu_unmasker.process(blank)
+    assert res.faces == [] and res.image is not blank
+    np.testing.assert_array_equal(res.image, blank)
+    assert torch.equal(cpu_gpu_unmasker.process(blank, as_tensor=True).image, torch.from_numpy(blank))
+
+
+def test_make_gpu_unmasker_falls_back_to_the_plain_unmasker_off_cuda(weights_dir):
+    um = make_gpu_unmasker(device="cpu", method="classical", weights_dir=weights_dir, precision="fp16")
+    assert type(um) is Unmasker
+    with pytest.raises(ValueError):
+        GpuUnmasker(device="cpu", method="classical", weights_dir=weights_dir)
+
+
+# -- (3) on CUDA, fp16 ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cuda_unmasker(weights_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to torch (torch.cuda.is_available() is False)")
+    with GpuUnmasker(device="cuda", precision="fp16", weights_dir=weights_dir) as um:
+        yield um
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_crop_matches_cv2_and_transfers_round_trip(cuda_unmasker):
+    gpu = cuda_unmasker.gpu
+    img = masked_astronaut()[0]
+    other = 255 - img
+    a = gpu.upload(img)
+    b = gpu.upload(other)          # reuses the pinned staging buffer while `a` may still be copying
+    assert a.is_cuda and a.dtype == torch.uint8
+    np.testing.assert_array_equal(gpu.download(a), img)
+    np.testing.assert_array_equal(gpu.download(b), other)
+    rng = np.random.default_rng(4)
+    h, w = img.shape[:2]
+    for _ in range(6):
+        m = _random_similarity(rng, w, h, 128)
+        ref = cv2.warpAffine(img, m, (128, 128), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        got = gpu._sample_frame(a, cv2.invertAffineTransform(m)[None], 128)[0].permute(1, 2, 0).cpu().numpy()
+        assert np.abs(got - ref).mean() < 0.35 and np.abs(got - ref).max() < 10
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_fp16_matches_the_cpu_path(cuda_unmasker, cpu_gpu_unmasker, reference):
+    img, gt = masked_astronaut()
+    faces = [FaceInput(align_face(astronaut_landmarks()), astronaut_landmarks())]
+    for r, g in zip(cpu_gpu_unmasker.reconstructor.analyse(img, faces),
+                    cuda_unmasker.reconstructor.analyse(img, faces)):
+        assert np.abs(r.mask_prob - g.mask_prob).mean() < 0.02
+        assert abs(r.gender_female - g.gender_female) < 0.03
+        assert np.abs(r.landmarks_crop - g.landmarks_crop).max() < 2.0
+    jobs = _gt_jobs(img, gt, [faces[0].alignment])
+    ijobs = [InpaintJob(j[0].alignment, j[2], j[1].landmarks_crop, j[3]) for j in jobs]
+    cpu = cpu_gpu_unmasker.gpu
+    want = cpu.download(cpu.inpaint_and_blend(cpu.upload(img), ijobs))
+    dev = cuda_unmasker.gpu
+    got = dev.download(dev.inpaint_and_blend(dev.upload(img), ijobs))
+    ref, _ = reference._inpaint_and_blend(img, jobs)
+    support = _support(img.shape, [faces[0].alignment], [jobs[0][2]])
+    assert not ((got != img).any(2) & ~support).any()
+    for other in (want, ref):
+        d = np.abs(got.astype(int) - other.astype(int)).max(2)
+        inside = (got != img).any(2) | (other != img).any(2)
+        print(f"\ncuda fp16 vs cpu: mean |diff| {d[inside].mean():.3f}, max {d.max()}")
+        assert d[inside].mean() < 3.0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_unmasker_end_to_end(cuda_unmasker, cpu_gpu_unmasker):
+    img, _ = masked_astronaut()
+    res = cuda_unmasker.process(img)
+    want = cpu_gpu_unmasker.process(img)
+    assert len(res.faces) == 1 and res.faces[0].masked == want.faces[0].masked
+    changed = (res.image != img).any(2) | (want.image != img).any(2)
+    grown = cv2.dilate(res.faces[0].mask, np.ones((41, 41), np.uint8)) > 0
+    assert not (changed & ~grown).any()
+    t = cuda_unmasker.process(img, as_tensor=True).image
+    assert t.is_cuda and t.dtype == torch.uint8
+    np.testing.assert_array_equal(t.cpu().numpy(), res.image)
+    frames = [cuda_unmasker.process(img, timestamp_ms=40 * i).image for i in range(3)]   # video mode
+    assert all(f.shape == img.shape for f in frames)
