@@ -80,8 +80,12 @@ class TorchRunner(Runner):
             precision = "fp32"  # fp16 convolutions on the CPU are slower and less exact
         self.device, self.precision = device, precision
         self.max_batch = int(max_batch)
-        if threads and device == "cpu":
-            torch.set_num_threads(int(threads))  # process-wide: only when asked for
+        if device == "cpu":
+            # Process-wide. torch's default (one thread per core) oversubscribes
+            # the pipeline's other threads and ran ~10x slower under load on 2
+            # cores (benchmarks.models); match ONNX Runtime's default instead.
+            from engines.onnxruntime_runner import default_threads
+            torch.set_num_threads(int(threads or default_threads()))
 
         side = self.model_path.with_suffix(".json")
         expected = None

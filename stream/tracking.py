@@ -120,8 +120,8 @@ class FaceTracker:
         self._ids = itertools.count()
         self._frame = 0
         self._crop_mesh = None
-        self.stats = {"mesh_faces": 0, "crop_mesh_faces": 0, "detector_faces": 0, "detector_runs": 0,
-                      "lost_tracks": 0}
+        self.stats = {"mesh_faces": 0, "roi_mesh_faces": 0, "crop_mesh_faces": 0, "detector_faces": 0,
+                      "detector_runs": 0, "lost_tracks": 0}
 
     def _build(self, mp, mode, max_faces, min_detection_confidence):
         self._mesh = mp.solutions.face_mesh.FaceMesh(
@@ -226,6 +226,22 @@ class FaceTracker:
         faces = [(lm, landmarks_box(lm, rgb.shape), "mesh", 1.0) for lm in meshes]
         self.stats["mesh_faces"] += len(faces)
         video = self.mode is RunningMode.VIDEO
+        if video and len(faces) < self.max_faces:
+            # A face the mesh lost: look again where it was (the ROI comes from
+            # the previous landmarks), as masks often break the mesh's tracking.
+            for t in self._tracks:
+                if len(faces) >= self.max_faces or t.missed > 1:
+                    continue
+                cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
+                if any(f[1][0] <= cx <= f[1][2] and f[1][1] <= cy <= f[1][3] for f in faces):
+                    continue
+                x0, y0, x1, y1 = t.box
+                # The landmark box is the whole face; the crop helper expects a detector-sized box.
+                inner = (x0 + (x1 - x0) * 0.15, y0 + (y1 - y0) * 0.15, x1 - (x1 - x0) * 0.15, y1 - (y1 - y0) * 0.15)
+                lm = self._mesh_on_crop(rgb, inner)
+                if lm is not None:
+                    faces.append((lm, landmarks_box(lm, rgb.shape), "mesh", 1.0))
+                    self.stats["roi_mesh_faces"] += 1
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
         periodic = video and self._frame % self.redetect_every == 0
         # Re-detection policy (video): when a tracked face went missing this

@@ -25,13 +25,14 @@ import numpy as np
 from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION
 from stream.alignment import Alignment, align_face, load_canonical_shape
 from stream.errors import ModelError
-from stream.reconstruct import (ClassicalReconstructor, FaceInput, ModelReconstructor,
+from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, ModelReconstructor,
                                 frame_to_window, landmark_map_for)
 from stream.smoothing import LandmarkSmoother, MaskSmoother
 from stream.tracking import FaceTracker, RunningMode
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights"
 MASKED_FRACTION = 0.03   # share of the canonical crop a covering must fill to count as a mask
+UNMASKED_FRACTION = 0.015  # ... and below which a masked track counts as unmasked again (hysteresis)
 
 
 @dataclass
@@ -56,9 +57,12 @@ class Result:
 class _TrackState:
     def __init__(self, min_cutoff, beta, mask_alpha):
         self.landmarks = LandmarkSmoother(min_cutoff, beta)
+        self.analyser_landmarks = LandmarkSmoother(min_cutoff, beta)
         self.mask = MaskSmoother(alpha=mask_alpha)
         self.gender = None
         self.matrix = None
+        self.coverage = None      # EMA of the covered share of the crop
+        self.masked = False
 
 
 def models_available(preset: str = "fast") -> bool:
@@ -182,16 +186,27 @@ class Unmasker:
                 prob, mask_crop = st.mask(prob)
             else:
                 mask_crop = prob > 0.5
-            masked = mask_crop.mean() > MASKED_FRACTION
-            # Landmarks: the tracker's where visible; the analyser's where hidden.
+            coverage = float(mask_crop.mean())
+            if st is not None:
+                st.coverage = coverage if st.coverage is None else 0.7 * st.coverage + 0.3 * coverage
+                st.masked = st.coverage > (UNMASKED_FRACTION if st.masked else MASKED_FRACTION)
+                masked, coverage = st.masked, st.coverage
+            else:
+                masked = coverage > MASKED_FRACTION
+            # Landmarks: the tracker's where visible; where a covering hides
+            # them, the analyser's (trained for exactly that), cross-faded by
+            # how covered the face is so they never jump between the two.
             lm = inp.landmarks.copy()
             source = tf.source
             if self.method == "model":
                 lm_analyser = inp.alignment.to_frame(ana.landmarks_crop)
+                if st is not None and self.smoothing:
+                    lm_analyser = st.analyser_landmarks(lm_analyser, timestamp_ms / 1000.0)
                 if tf.source == "detector":
                     lm, source = lm_analyser, "analyser"
-                elif masked:
-                    lm[HIDDEN_REGION] = lm_analyser[HIDDEN_REGION]
+                else:
+                    blend = float(np.clip((coverage - UNMASKED_FRACTION) / 0.05, 0.0, 1.0))
+                    lm[HIDDEN_REGION] = (1 - blend) * lm[HIDDEN_REGION] + blend * lm_analyser[HIDDEN_REGION]
             gender_p = ana.gender_female
             if st is not None and self.method == "model":   # gender is a property of the track
                 st.gender = gender_p if st.gender is None else 0.9 * st.gender + 0.1 * gender_p
@@ -205,12 +220,15 @@ class Unmasker:
             faces.append(Face(tf.box, lm.astype(np.float32), tf.track_id, full_mask, bool(masked),
                               gender, float(gender_score), source))
             if masked:
-                jobs.append((inp, ana, mask_crop, gender_p))
+                # The inpainter is guided by the same (smoothed, combined) landmarks we report.
+                guide = FaceOutput(ana.mask_prob, ana.gender_female, inp.alignment.to_crop(lm))
+                jobs.append((inp, guide, mask_crop, gender_p))
         t4 = time.perf_counter()
-        out = frame_bgr.copy()
         if jobs:
             out, t_inpaint = self._inpaint_and_blend(frame_bgr, jobs)
             timings["inpaint"] = t_inpaint
+        else:
+            out = frame_bgr.copy()
         t5 = time.perf_counter()
         timings["composite"] = (t5 - t4) * 1e3 - timings.get("inpaint", 0.0)
         timings.setdefault("inpaint", 0.0)

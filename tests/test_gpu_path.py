@@ -240,7 +240,10 @@ def test_analysis_matches_the_numpy_path(cpu_gpu_unmasker, reference):
     got = cpu_gpu_unmasker.reconstructor.analyse(img, faces)
     for r, g in zip(ref, got):
         dp = np.abs(r.mask_prob - g.mask_prob)
-        assert dp.mean() < 5e-3 and dp.max() < 0.15, (dp.mean(), dp.max())
+        flips = ((r.mask_prob > 0.5) != (g.mask_prob > 0.5)).mean()
+        print(f"\nanalyser crop: |dp| mean {dp.mean():.2e} max {dp.max():.3f}, mask flips {flips:.3%}, "
+              f"landmarks {np.abs(r.landmarks_crop - g.landmarks_crop).max():.3f} px")
+        assert dp.mean() < 5e-3 and flips < 0.005, (dp.mean(), flips)
         assert abs(r.gender_female - g.gender_female) < 0.01
         assert np.abs(r.landmarks_crop - g.landmarks_crop).max() < 0.5   # canonical px
 

@@ -127,7 +127,7 @@ class AnalyserTrainer(Trainer):
             src = torch.load(args.init_from, map_location="cpu", weights_only=True)["model"]
             own = self.model.state_dict()
             keep = {k: v for k, v in src.items()
-                    if k in own and v.shape == own[k].shape and not k.startswith(("fc.", "landmarks."))}
+                    if k in own and v.shape == own[k].shape and not k.startswith(tuple(args.init_skip))}
             self.model.load_state_dict(keep, strict=False)
             print(f"warm start from {args.init_from}: {len(keep)}/{len(own)} tensors", file=sys.stderr)
 
@@ -365,6 +365,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="use only N training faces (smoke runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-from", type=Path, help="warm start from a checkpoint (matching weights only)")
+    ap.add_argument("--init-skip", nargs="*", default=[], metavar="PREFIX",
+                    help="parameter name prefixes not taken from --init-from (e.g. fc. landmarks.)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
