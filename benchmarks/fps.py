@@ -47,9 +47,7 @@ SINKS = ("h264", "null")
 # ------------------------------------------------------------------------------------ arguments
 
 def build_parser() -> argparse.ArgumentParser:
-    p = report.OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
-                             epilog=__doc__.split("\n\n", 1)[1],
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = report.new_parser(PROG, __doc__)
     src = p.add_argument_group("input (default: the bundled assets/sample.mp4)")
     src.add_argument("--source", help="a video file, image folder, webcam index or stream URL")
     src.add_argument("--resolutions", type=report.name_list(),
@@ -74,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="h264: encode to a temporary .mp4 (measures encoding); null: discard frames")
     m.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                    help="also measure live mode (latency, drops) with the clip paced at its frame rate")
-    m.add_argument("--live-fps", type=_positive_float, help="pace the live run at this rate instead "
+    m.add_argument("--live-fps", type=report.positive_float, help="pace the live run at this rate instead "
                    "of the clip's own")
     meas = p.add_argument_group("measurement")
     meas.add_argument("--frames", type=report.positive_int, default=100, help="measured frames per trial")
@@ -89,16 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--verbose", action="store_true", help="show native library logging")
     report.add_compare_argument(p)
     return p
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 @dataclass
@@ -595,11 +583,7 @@ def markdown(result: dict) -> str:
                              fmt(m["classical_fps"]), f"{m['model_over_classical']:.2f}×"
                              if m["model_over_classical"] else "–"] for m in result["method_comparison"]]), ""]
     bad = [c for c in result["configs"] if c["status"] != "ok"]
-    notes = list(result.get("notes", [])) + [f"{_label(c)}: {c['status']}: {c['reason']}" for c in bad]
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    if result["files"].get("plots"):
-        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result["files"]["plots"]] + [""]
+    lines += report.markdown_tail(result, [f"{_label(c)}: {c['status']}: {c['reason']}" for c in bad])
     return "\n".join(lines)
 
 
@@ -717,19 +701,10 @@ def _source_info(clip: ClipSpec) -> dict:
         src.close()
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
-    if args.compare:
-        print(report.compare(*args.compare))
-        return 0
+def _run(args, argv) -> int:
     quiet = args.quiet
-    if args.device is not None and not (args.device in ("cpu", "cuda") or
-                                        (args.device.startswith("cuda:") and args.device[5:].isdigit())):
-        raise BenchError(f"unknown device {args.device!r}: use cpu, cuda or cuda:N")
-    if args.out is not None:   # refuse early, before any clip is generated
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
-            report.prepare_out_dir(out, args.overwrite)
+    report.check_device(args.device)
+    report.check_out_dir(args.out, args.overwrite)   # refuse early, before any clip is generated
     report.quiet_native_logs(args.verbose)
     from stream.unmasker import models_available
     setups, notes = resolve_setups(args, models_available())
@@ -809,12 +784,7 @@ def _main(argv) -> int:
     result["method_comparison"] = _method_comparison(configs)
     result["rows"] = _rows(configs)
     files, plot_notes = ([], []) if args.no_plots else plots(result, out_dir)
-    result["notes"] += plot_notes
-    result["files"] = {"json": str(out_dir / "fps.json"), "markdown": str(out_dir / "fps.md"), "plots": files}
-    md = markdown(result)
-    (out_dir / "fps.md").write_text(md + "\n")
-    report.write_json(out_dir / "fps.json", result)
-    print(md)
+    report.write_results(result, out_dir, markdown, (files, plot_notes))
     log(f"wrote {out_dir / 'fps.json'}, {out_dir / 'fps.md'}" + (f" and {len(files)} plot(s)" if files else ""),
         quiet)
     if not any(c["status"] == "ok" for c in configs):
@@ -823,7 +793,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    return report.run_cli(PROG, _main, argv)
+    return report.run_main(PROG, argv, build_parser, _run)
 
 
 if __name__ == "__main__":

@@ -62,24 +62,34 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text: str) -> int:
+def new_parser(prog: str, doc: str) -> OneLineParser:
+    """A benchmark's parser: the first paragraph of its module docstring is the description,
+    the rest (usage examples, what is measured) the --help epilog, laid out as written."""
+    return OneLineParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0],
+                         epilog=doc.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _number(text: str, convert, acceptable, expected: str):
+    """`convert(text)` when `acceptable`, else the argparse error "expected <expected>, got ..."."""
     try:
-        v = int(text)
+        v = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not acceptable(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 
 
 def int_list(text: str) -> list[int]:
@@ -163,6 +173,26 @@ def run_cli(prog: str, body, argv=None) -> int:
         return EXIT_FAILURE
 
 
+def run_main(prog: str, argv, build_parser, run) -> int:
+    """A benchmark's command line: parse `argv`, print the --compare table when asked, else
+    `run(args, argv)`; every failure becomes one line on stderr and an exit code."""
+    def parse_and_run(argv) -> int:
+        args = build_parser().parse_args(argv)
+        if args.compare:
+            print(compare(*args.compare))
+            return 0
+        return run(args, argv)
+
+    return run_cli(prog, parse_and_run, argv)
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a --device no backend understands before anything heavy is loaded."""
+    if device is not None and not (device in ("cpu", "cuda") or
+                                   (device.startswith("cuda:") and device[5:].isdigit())):
+        raise BenchError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+
+
 def log(msg: str, quiet: bool = False) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
@@ -196,6 +226,30 @@ def prepare_out_dir(out: str | os.PathLike | None, overwrite: bool = False,
     except OSError as exc:
         raise BenchError(f"cannot create results folder {path}: {exc.strerror or exc}") from None
     return path
+
+
+def check_out_dir(out: str | os.PathLike | None, overwrite: bool) -> None:
+    """Fail now, with prepare_out_dir's message, when --out cannot be used, but create nothing:
+    the folder is made only once the input has been checked, so a refused run leaves none behind."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not overwrite)):
+        prepare_out_dir(path, overwrite)
+
+
+def write_results(result: dict, out_dir: Path, markdown, plots: tuple[list[str], list[str]]) -> None:
+    """Record the plots (files, notes) in `result`, write <benchmark>.json and <benchmark>.md to
+    out_dir and print the Markdown."""
+    name = result["benchmark"]
+    files, plot_notes = plots
+    result["notes"] += plot_notes
+    result["files"] = {"json": str(out_dir / f"{name}.json"), "markdown": str(out_dir / f"{name}.md"),
+                       "plots": files}
+    md = markdown(result)
+    (out_dir / f"{name}.md").write_text(md + "\n")
+    write_json(out_dir / f"{name}.json", result)
+    print(md)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -593,6 +647,18 @@ def md_table(headers: list[str], rows: list[list], align: list[str] | None = Non
     for r in rows:
         lines.append("| " + " | ".join(str(c) for c in r) + " |")
     return "\n".join(lines)
+
+
+def markdown_tail(result: dict, more_notes: Iterable[str] = ()) -> list[str]:
+    """The "Notes" and "Plots" sections that end every benchmark's Markdown (left out when empty)."""
+    notes = list(result.get("notes") or []) + list(more_notes)
+    plots = result["files"].get("plots")
+    lines = []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------- plots

@@ -207,7 +207,7 @@ class Pipeline:
                     item = self.q_in.get(_POLL_S)
                 except queue.Empty:
                     # Upstream finished (or died) and nothing is left: done.
-                    if self._stop.is_set() or (not self._threads["capture"].is_alive()
+                    if self._stop.is_set() or (self._finished["capture"].is_set()
                                                and self.q_in.qsize() == 0):
                         break
                     continue
@@ -250,7 +250,7 @@ class Pipeline:
                 except queue.Empty:
                     if self._errors or (self._stop.is_set() and self.mode is Mode.LIVE):
                         break
-                    if not self._threads["inference"].is_alive() and self.q_out.qsize() == 0:
+                    if self._finished["inference"].is_set() and self.q_out.qsize() == 0:
                         break
                     continue
                 if item is _END:
@@ -291,47 +291,71 @@ class Pipeline:
     def _dropped(self) -> int:
         return self.q_in.dropped + self.q_out.dropped + getattr(self.source.stats, "dropped", 0)
 
+    def _wait_for_threads(self) -> None:
+        """Let every thread finish (sinks finalise); a second Ctrl-C here is ignored."""
+        deadline = time.monotonic() + 5.0
+        closed_source = False
+        while not all(e.is_set() for e in self._finished.values()):
+            try:
+                self._finished["output"].wait(_POLL_S)
+                if not closed_source and time.monotonic() > deadline and not self._finished["capture"].is_set():
+                    # Unblock a source read that may be waiting on the network.
+                    closed_source = True
+                    try:
+                        self.source.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+                if time.monotonic() > deadline + 15.0:
+                    break   # give up on a thread stuck in native code rather than hang
+            except KeyboardInterrupt:
+                continue
+
     # -- run -------------------------------------------------------------------------
     def run(self) -> PipelineStats:
         t0 = time.monotonic()
-        threads = [threading.Thread(target=f, name=n, daemon=True)
-                   for f, n in ((self._capture, "capture"), (self._inference, "inference"),
-                                (self._output, "output"))]
+        # Completion is signalled with events, not Thread.is_alive()/join(): a
+        # Ctrl-C landing inside Thread.join() can leave CPython believing a
+        # thread has stopped while it still runs (the output thread would then
+        # be killed at exit before finalising the file).
+        self._finished = {name: threading.Event() for name in ("capture", "inference", "output")}
+
+        def thread(target, name):
+            def body():
+                try:
+                    target()
+                finally:
+                    self._finished[name].set()
+            return threading.Thread(target=body, name=name, daemon=True)
+
+        threads = [thread(self._capture, "capture"), thread(self._inference, "inference"),
+                   thread(self._output, "output")]
         self._threads = {th.name: th for th in threads}
         for th in threads:
             th.start()
+        all_done = lambda: all(e.is_set() for e in self._finished.values())
         try:
             if self.preview is not None:
                 self.preview.open(self.source.info)
-            while any(th.is_alive() for th in threads):
+            while not all_done():
                 if self.preview is not None:
                     with self._latest_lock:
                         latest, self._latest = self._latest, None
                     if latest is not None:
                         self.preview.write(latest[0], latest[1], latest[2])
-                    else:
-                        self.preview.poll() if hasattr(self.preview, "poll") else None
+                    elif hasattr(self.preview, "poll"):
+                        self.preview.poll()
                     if getattr(self.preview, "stop_requested", False):
                         self.stop("user (q/Esc)")
                     time.sleep(0.001)
                 else:
-                    threads[2].join(_POLL_S)
+                    self._finished["output"].wait(_POLL_S)
         except KeyboardInterrupt:
             self.stop("Ctrl-C")
         except BaseException as exc:  # noqa: BLE001
             self._fail("preview", exc)
         finally:
             self.stop(self._stopped_by or "end of stream")
-            # Unblock a source read that may be waiting on the network.
-            for th in threads:
-                th.join(timeout=5.0)
-            if threads[0].is_alive():
-                try:
-                    self.source.close()
-                except Exception:  # noqa: BLE001
-                    pass
-            for th in threads:
-                th.join(timeout=10.0)
+            self._wait_for_threads()
             if self.preview is not None:
                 try:
                     self.preview.close()

@@ -134,3 +134,28 @@ def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
         assert "***@127.0.0.1" in line
     if case == "output_is_input":
         assert face_clip.stat().st_size > 2000     # the input is untouched
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_a_playable_file(tmp_path):
+    import signal
+    import time
+    clip = make_face_clip(tmp_path / "long.mp4", n=400, audio=True)
+    out = tmp_path / "partial.mp4"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_stream.py"), "--source", str(clip),
+                             "--output", str(out), "--no-display"],
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    # Wait until the run has really started (the banner line), then press Ctrl-C.
+    deadline = time.monotonic() + 60
+    seen = ""
+    while "unmask:" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    stderr = seen + rest
+    assert "Traceback" not in stderr
+    assert proc.returncode in (0, 130), stderr
+    frames = decoded_frames(out)
+    assert 0 < len(frames) < 400                   # stopped early, and the file is finalised
+    assert "[Ctrl-C]" in stderr
