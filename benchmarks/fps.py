@@ -26,7 +26,6 @@ out of it. Results: fps.json, fps.md (also printed) and PNG plots in --out
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import time
@@ -79,12 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument("--warmup", type=report.non_negative_int, default=10,
                       help="frames processed before measuring, in every trial (default 10)")
     meas.add_argument("--repeats", type=report.positive_int, default=3, help="trials per engine")
-    o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>/)")
-    o.add_argument("--overwrite", action="store_true", help="allow an existing non-empty --out")
-    o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    o.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    o.add_argument("--verbose", action="store_true", help="show native library logging")
+    report.add_output_arguments(p.add_argument_group("output"), "skip the PNG plots")
     report.add_compare_argument(p)
     return p
 
@@ -262,20 +256,26 @@ class Runner:
     def monitor(self):
         return report.ResourceMonitor(gpu_device=self.gpu_device)
 
+    def run_pipeline(self, feed, clip: ClipSpec, um, mode, max_frames: int | None):
+        """`um` through a Pipeline from `feed` under the resource monitor: the recorder of the
+        output frames, the start time, the pipeline's stats and the monitor."""
+        from stream.pipeline import Pipeline
+        rec = Recorder()
+        pipe = Pipeline(feed, self.sinks(clip), lambda: um, mode=mode, max_frames=max_frames, on_frame=rec)
+        with self.monitor() as mon:
+            t0 = time.perf_counter()
+            stats = pipe.run()
+        return rec, t0, stats, mon
+
     # -- engines
     def pipelined(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
-        from stream.pipeline import Mode, Pipeline
+        from stream.pipeline import Mode
         source = self.open_clip(clip)
         try:
             rss0 = report.rss_mb()
             um = self.unmasker(setup)
             self.warm_up(um, source, self.args.warmup, "file")
-            rec = Recorder()
-            sinks = self.sinks(clip)
-            pipe = Pipeline(source, sinks, lambda: um, mode=Mode.OFFLINE, max_frames=frames, on_frame=rec)
-            with self.monitor() as mon:
-                t0 = time.perf_counter()
-                stats = pipe.run()
+            rec, t0, stats, mon = self.run_pipeline(source, clip, um, Mode.OFFLINE, frames)
         finally:
             source.close()
             self._clean()
@@ -332,7 +332,7 @@ class Runner:
 
     def live(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
         from benchmarks.clips import PacedSource
-        from stream.pipeline import Mode, Pipeline
+        from stream.pipeline import Mode
         source = self.open_clip(clip)
         paced = None
         try:
@@ -347,12 +347,7 @@ class Runner:
             else:
                 feed = paced = PacedSource(source, fps=self.args.live_fps, max_frames=frames)
                 decode_key, max_frames = "source_decode", None
-            rec = Recorder()
-            sinks = self.sinks(clip)
-            pipe = Pipeline(feed, sinks, lambda: um, mode=Mode.LIVE, max_frames=max_frames, on_frame=rec)
-            with self.monitor() as mon:
-                t0 = time.perf_counter()
-                stats = pipe.run()
+            rec, t0, stats, mon = self.run_pipeline(feed, clip, um, Mode.LIVE, max_frames)
         finally:
             (paced or source).close()
             self._clean()
@@ -773,8 +768,7 @@ def _run(args, argv) -> int:
         notes.append(f"other processes kept up to {max(busy):.1f} CPU cores busy during the runs: "
                      f"numbers are noisier and lower than on an idle machine")
     result = {
-        "benchmark": "fps", "schema_version": report.SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": [PROG] + list(argv or sys.argv[1:]),
+        **report.result_header("fps", PROG, argv),
         "settings": {"frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "sink": args.sink,
                      "live": args.live, "live_fps": args.live_fps, "methods": args.method,
                      "backends": args.backend, "device": args.device, "threads": args.threads},
@@ -783,8 +777,8 @@ def _run(args, argv) -> int:
     result["speedup"] = {_label(c): c["speedup"] for c in configs if c["status"] == "ok" and c.get("speedup")}
     result["method_comparison"] = _method_comparison(configs)
     result["rows"] = _rows(configs)
-    files, plot_notes = ([], []) if args.no_plots else plots(result, out_dir)
-    report.write_results(result, out_dir, markdown, (files, plot_notes))
+    report.write_results(result, out_dir, markdown, None if args.no_plots else plots)
+    files = result["files"]["plots"]
     log(f"wrote {out_dir / 'fps.json'}, {out_dir / 'fps.md'}" + (f" and {len(files)} plot(s)" if files else ""),
         quiet)
     if not any(c["status"] == "ok" for c in configs):

@@ -32,9 +32,7 @@ PRECISIONS = ("fp32", "fp16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = report.OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
-                             epilog=__doc__.split("\n\n", 1)[1],
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = report.new_parser(PROG, __doc__)
     p.add_argument("--models", type=report.name_list(),
                    help="model names in models/weights or .onnx paths, comma-separated (default: all)")
     p.add_argument("--backends", type=report.name_list(BACKENDS + ("all",)), default=["all"],
@@ -48,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=report.non_negative_int, default=5, help="untimed calls first")
     p.add_argument("--threads", type=report.positive_int, help="CPU threads (ONNX Runtime / PyTorch CPU)")
     p.add_argument("--seed", type=int, default=0, help="random inputs' seed")
-    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>/)")
-    p.add_argument("--overwrite", action="store_true", help="allow an existing non-empty --out")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    report.add_output_arguments(p, "skip the PNG plot", verbose=False)
     report.add_compare_argument(p)
     return p
 
@@ -208,10 +203,7 @@ def markdown(result: dict) -> str:
                   md_table(["model", "backend", "precision", "why"],
                            [[r["model"], r["backend"], r["precision"], r["reason"]] for r in skipped],
                            ["l", "l", "l", "l"]), ""]
-    if result.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
-    if result["files"].get("plots"):
-        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result["files"]["plots"]] + [""]
+    lines += report.markdown_tail(result)
     return "\n".join(lines)
 
 
@@ -245,15 +237,9 @@ def plot(result: dict, out_dir: Path) -> tuple[list[str], list[str]]:
     return [str(report.save_figure(fig, out_dir / "models.png"))], []
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
-    if args.compare:
-        print(report.compare(*args.compare))
-        return 0
+def _run(args, argv) -> int:
     quiet = args.quiet
-    if args.device is not None and not (args.device in ("cpu", "cuda") or
-                                        (args.device.startswith("cuda:") and args.device[5:].isdigit())):
-        raise BenchError(f"unknown device {args.device!r}: use cpu, cuda or cuda:N")
+    report.check_device(args.device)
     models = resolve_models(args.models)
     backends = list(BACKENDS) if "all" in args.backends else args.backends
     out_dir = report.prepare_out_dir(args.out, args.overwrite)
@@ -274,8 +260,7 @@ def _main(argv) -> int:
         notes.append(f"other processes kept up to {max(busy):.1f} CPU cores busy: numbers are noisier than on "
                      f"an idle machine")
     result = {
-        "benchmark": "models", "schema_version": report.SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": [PROG] + list(argv or sys.argv[1:]),
+        **report.result_header("models", PROG, argv),
         "settings": {"models": [str(p) for p in models], "backends": backends, "precisions": args.precisions,
                      "batches": args.batches, "iters": args.iters, "warmup": args.warmup,
                      "device": args.device, "threads": args.threads, "seed": args.seed},
@@ -286,14 +271,7 @@ def _main(argv) -> int:
                               "faces_per_s": r["faces_per_s"]}}
                  for r in results if r["status"] == "ok"],
     }
-    files, plot_notes = ([], []) if args.no_plots else plot(result, out_dir)
-    result["notes"] += plot_notes
-    result["files"] = {"json": str(out_dir / "models.json"), "markdown": str(out_dir / "models.md"),
-                       "plots": files}
-    md = markdown(result)
-    (out_dir / "models.md").write_text(md + "\n")
-    report.write_json(out_dir / "models.json", result)
-    print(md)
+    report.write_results(result, out_dir, markdown, None if args.no_plots else plot)
     log(f"wrote {out_dir / 'models.json'}, {out_dir / 'models.md'}", quiet)
     if not any(r["status"] == "ok" for r in results):
         raise BenchError("no model could be measured on any requested backend (see 'Not measured' above)", 1)
@@ -301,7 +279,7 @@ def _main(argv) -> int:
 
 
 def main(argv=None) -> int:
-    return report.run_cli(PROG, _main, argv)
+    return report.run_main(PROG, argv, build_parser, _run)
 
 
 if __name__ == "__main__":

@@ -238,11 +238,17 @@ def check_out_dir(out: str | os.PathLike | None, overwrite: bool) -> None:
         prepare_out_dir(path, overwrite)
 
 
-def write_results(result: dict, out_dir: Path, markdown, plots: tuple[list[str], list[str]]) -> None:
-    """Record the plots (files, notes) in `result`, write <benchmark>.json and <benchmark>.md to
-    out_dir and print the Markdown."""
+def result_header(benchmark: str, prog: str, argv) -> dict:
+    """The fields every results JSON starts with: what made it, when, and with which command."""
+    return {"benchmark": benchmark, "schema_version": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": [prog] + list(argv or sys.argv[1:])}
+
+
+def write_results(result: dict, out_dir: Path, markdown, plot=None) -> None:
+    """Draw the plots (`plot(result, out_dir)` -> files, notes; None with --no-plots), record them
+    in `result`, write <benchmark>.json and <benchmark>.md to out_dir and print the Markdown."""
     name = result["benchmark"]
-    files, plot_notes = plots
+    files, plot_notes = plot(result, out_dir) if plot is not None else ([], [])
     result["notes"] += plot_notes
     result["files"] = {"json": str(out_dir / f"{name}.json"), "markdown": str(out_dir / f"{name}.md"),
                        "plots": files}
@@ -728,6 +734,17 @@ def compare(path_a: str, path_b: str) -> str:
         lines.append("")
         lines.append(f"{missing} configuration(s) present in only one file were left out.")
     return "\n".join(lines)
+
+
+def add_output_arguments(group, no_plots_help: str, verbose: bool = True) -> None:
+    """Where and how a benchmark reports: --out, --overwrite, --no-plots, --quiet and, for those
+    that load mediapipe or ONNX Runtime (whose native logs are silenced by default), --verbose."""
+    group.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>/)")
+    group.add_argument("--overwrite", action="store_true", help="allow an existing non-empty --out")
+    group.add_argument("--no-plots", action="store_true", help=no_plots_help)
+    group.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    if verbose:
+        group.add_argument("--verbose", action="store_true", help="show native library logging")
 
 
 def add_compare_argument(parser: argparse.ArgumentParser) -> None:

@@ -48,9 +48,7 @@ LATENCY_TOLERANCE_REL = 0.05
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = report.OneLineParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
-                             epilog=__doc__.split("\n\n", 1)[1],
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = report.new_parser(PROG, __doc__)
     p.add_argument("--source", help="a video file (default: the bundled assets/sample.mp4)")
     p.add_argument("--resolution", help="instead of --source: a generated clip of this size (720p, WxH)")
     p.add_argument("--faces", type=report.positive_int, help="masked faces in the generated clip (default 1)")
@@ -65,11 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=report.positive_int, help="CPU threads per model")
     p.add_argument("--max-faces", type=report.positive_int, help="faces tracked (default: --faces, else 1)")
-    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>/)")
-    p.add_argument("--overwrite", action="store_true", help="allow an existing non-empty --out")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plot")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--verbose", action="store_true", help="show native library logging")
+    report.add_output_arguments(p, "skip the PNG plot")
     report.add_compare_argument(p)
     return p
 
@@ -312,10 +306,7 @@ def markdown(result: dict) -> str:
               md_table(["method", "jitter reduction", "hidden-point jitter reduction", "flicker reduction",
                         "latency cost ms (on − off, paired per frame)", "no latency cost"], eff,
                        ["l", "r", "r", "r", "r", "l"]), ""]
-    if result.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
-    if result["files"].get("plots"):
-        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in result["files"]["plots"]] + [""]
+    lines += report.markdown_tail(result)
     return "\n".join(lines)
 
 
@@ -336,18 +327,11 @@ def plot(result: dict, out_dir: Path) -> tuple[list[str], list[str]]:
     return [str(report.save_figure(fig, out_dir / "temporal.png"))], []
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
-    if args.compare:
-        print(report.compare(*args.compare))
-        return 0
+def _run(args, argv) -> int:
     quiet = args.quiet
     if args.source and (args.resolution or args.faces):
         raise BenchError("--source and --resolution/--faces exclude each other")
-    if args.out is not None:
-        out = Path(args.out)
-        if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.overwrite)):
-            report.prepare_out_dir(out, args.overwrite)
+    report.check_out_dir(args.out, args.overwrite)   # refuse early, before any clip is generated
     from benchmarks.clips import parse_resolution
     size = None
     if args.resolution or args.faces:
@@ -401,8 +385,7 @@ def _main(argv) -> int:
         if not r["variants"]["smoothing_on"]["pairs"]["flicker"]:
             notes.append(f"{r['method']}: no consecutive frames with a masked face: no flicker measured")
     result = {
-        "benchmark": "temporal", "schema_version": report.SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": [PROG] + list(argv or sys.argv[1:]),
+        **report.result_header("temporal", PROG, argv),
         "settings": {"frames": frames, "warmup": args.warmup, "methods": methods, "backend": args.backend,
                      "device": args.device, "threads": args.threads},
         "machine": machine, "source": info, "methods": results, "notes": notes, "files": {},
@@ -415,20 +398,13 @@ def _main(argv) -> int:
                               "fps": r["variants"][v]["fps"]}}
                  for r in results for v in VARIANTS],
     }
-    files, plot_notes = ([], []) if args.no_plots else plot(result, out_dir)
-    result["notes"] += plot_notes
-    result["files"] = {"json": str(out_dir / "temporal.json"), "markdown": str(out_dir / "temporal.md"),
-                       "plots": files}
-    md = markdown(result)
-    (out_dir / "temporal.md").write_text(md + "\n")
-    report.write_json(out_dir / "temporal.json", result)
-    print(md)
+    report.write_results(result, out_dir, markdown, None if args.no_plots else plot)
     log(f"wrote {out_dir / 'temporal.json'}, {out_dir / 'temporal.md'}", quiet)
     return 0
 
 
 def main(argv=None) -> int:
-    return report.run_cli(PROG, _main, argv)
+    return report.run_main(PROG, argv, build_parser, _run)
 
 
 if __name__ == "__main__":
