@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -89,8 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _graceful_terminate(signum, frame):
+    # SIGTERM (kill, systemd, docker stop) stops like Ctrl-C: outputs are finalised.
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _graceful_terminate)
     if not args.verbose:
         os.environ.setdefault("GLOG_minloglevel", "2")
         from stream.logfilter import filter_native_stderr

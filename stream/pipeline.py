@@ -350,7 +350,7 @@ class Pipeline:
                 else:
                     self._finished["output"].wait(_POLL_S)
         except KeyboardInterrupt:
-            self.stop("Ctrl-C")
+            self.stop("interrupted")
         except BaseException as exc:  # noqa: BLE001
             self._fail("preview", exc)
         finally:
