@@ -121,7 +121,7 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    from stream.errors import SinkError, redact_url
+    from stream.errors import ModelError, SinkError, redact_url
     from stream.pipeline import Mode, Pipeline
     from stream.sinks import PreviewSink, open_sink
     from stream.sources import open_source
@@ -135,10 +135,22 @@ def run(args) -> int:
     if method == "auto":
         method = "model" if models_available(args.preset) else "classical"
 
+    common = dict(max_faces=args.max_faces, preset=args.preset, smoothing=not args.no_smoothing,
+                  min_cutoff=args.min_cutoff, beta=args.beta)
+    gpu_resident = (method == "model" and (args.device or "").startswith("cuda")
+                    and args.backend in ("auto", "torch"))
+
     def make_unmasker():
+        if gpu_resident:
+            # Frames uploaded once; crops, models and blending stay on the GPU.
+            try:
+                from stream.gpu import GpuUnmasker
+            except ImportError as exc:
+                raise ModelError(f"--device {args.device} needs PyTorch with CUDA "
+                                 f"(pip install .[train]): {exc}") from None
+            return GpuUnmasker(device=args.device, **common)
         return Unmasker(method=method, backend=args.backend, device=args.device,
-                        max_faces=args.max_faces, threads=args.threads, preset=args.preset,
-                        smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta)
+                        threads=args.threads, **common)
 
     # Cheap checks first: the input, then the outputs (nothing is created yet),
     # then the models; the pipeline thread takes over the first Unmasker.

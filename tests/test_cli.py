@@ -99,7 +99,8 @@ def test_stats_json_is_not_overwritten_without_asking(face_clip, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "not_a_video", "truncated", "empty_folder", "bad_flag",
-                                  "bad_choice", "unwritable", "output_is_input", "webcam", "refused_url"])
+                                  "bad_choice", "unwritable", "output_is_input", "webcam", "refused_url",
+                                  "no_cuda"])
 def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
     args = ["--no-display"]
     if case == "missing":
@@ -127,6 +128,11 @@ def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
         args += ["--source", "/dev/video63"]
     elif case == "refused_url":
         args += ["--source", "rtsp://alice:s3cret@127.0.0.1:9/stream"]
+    elif case == "no_cuda":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA: --device cuda is valid here")
+        args += ["--source", face_clip, "--device", "cuda"]
     proc = run_cli(*args, timeout=60)
     line = one_line_error(proc)
     assert "s3cret" not in proc.stderr and "alice" not in proc.stderr
