@@ -70,3 +70,13 @@ def silent_server():
     for connection in accepted:
         connection.close()
     listener.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one CPU thread while a module runs: the 2-core CI machine has other work."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

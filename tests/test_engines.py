@@ -46,11 +46,8 @@ needs_trt = pytest.mark.skipif(not (HAS_TRT and HAS_CUDA),
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _few_threads(one_torch_thread):
+    """torch on one thread for this module (see conftest)."""
 
 
 @pytest.fixture(scope="module")

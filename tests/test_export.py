@@ -36,11 +36,8 @@ def _has_tensorrt() -> bool:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # two training processes share this machine's cores
-    yield
-    torch.set_num_threads(old)
+def _few_threads(one_torch_thread):
+    """torch on one thread for this module (see conftest)."""
 
 
 @pytest.fixture(scope="module")

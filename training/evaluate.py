@@ -317,6 +317,12 @@ def to_markdown(m: dict) -> str:
     a, r, i = m.get("analyser", {}), m.get("real_segmentation", {}), m.get("inpainter", {})
     f = lambda v, p=3: "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{p}f}"
     lines = [f"# Evaluation ({m['split']} split)", ""]
+
+    def breakdown(label: str, groups: dict, places: int = 3) -> str:
+        """'label: a 0.9, b 0.8' from {group: value} or {group: {'mean': value, 'n': ...}}."""
+        mean = lambda v: v["mean"] if isinstance(v, dict) else v
+        return f"{label}: " + ", ".join(f"{k} {f(mean(v), places)}" for k, v in groups.items())
+
     if a:
         lines += ["## Analyser", "", "| metric | value | target |", "|---|---|---|",
                   f"| covering IoU, synthetic ({a['n']} faces) | {f(a['iou'])} | ≥ 0.95 |",
@@ -330,10 +336,9 @@ def to_markdown(m: dict) -> str:
                   f"| mediapipe found the masked face | {f(a['mediapipe_found_rate'])} | |",
                   f"| gender balanced accuracy, adults ({a['n_adult']}) | {f(a['gender_bacc_adult'])} | ≥ 0.95 |",
                   f"| gender balanced accuracy, children ({a['n_child']}) | {f(a['gender_bacc_child'])} | |", "",
-                  "IoU by covering: " + ", ".join(f"{k} {f(v['mean'])}" for k, v in a["iou_by_kind"].items()),
-                  "", "IoU by yaw: " + ", ".join(f"{k} {f(v['mean'])}" for k, v in a["iou_by_yaw"].items()),
-                  "", "Gender (adults) by covering: " + ", ".join(f"{k} {f(v)}" for k, v in a["gender_bacc_adult_by_kind"].items()),
-                  "", "Gender (adults) by yaw: " + ", ".join(f"{k} {f(v)}" for k, v in a["gender_bacc_adult_by_yaw"].items()), ""]
+                  breakdown("IoU by covering", a["iou_by_kind"]), "", breakdown("IoU by yaw", a["iou_by_yaw"]),
+                  "", breakdown("Gender (adults) by covering", a["gender_bacc_adult_by_kind"]),
+                  "", breakdown("Gender (adults) by yaw", a["gender_bacc_adult_by_yaw"]), ""]
     if i:
         lines += ["## Inpainter", "", "| metric | ours | Telea | target |", "|---|---|---|---|",
                   f"| hole PSNR (dB) | {f(i['psnr_hole'], 2)} | {f(i['psnr_hole_telea'], 2)} (NS {f(i['psnr_hole_ns'], 2)}) | ≥ Telea + 5 |",
@@ -345,8 +350,8 @@ def to_markdown(m: dict) -> str:
                   f"| landmark consistency NME | {f(i['landmark_consistency_nme'])} | | |"]
         for n in REGIONS:
             lines.append(f"| {n} PSNR (dB) | {f(i[f'psnr_{n}'], 2)} | {f(i[f'psnr_{n}_telea'], 2)} | |")
-        lines += ["", "Hole PSNR by covering: " + ", ".join(f"{k} {f(v['mean'], 2)}" for k, v in i["psnr_hole_by_kind"].items()),
-                  "", "Hole PSNR by yaw: " + ", ".join(f"{k} {f(v['mean'], 2)}" for k, v in i["psnr_hole_by_yaw"].items()), ""]
+        lines += ["", breakdown("Hole PSNR by covering", i["psnr_hole_by_kind"], 2), "",
+                  breakdown("Hole PSNR by yaw", i["psnr_hole_by_yaw"], 2), ""]
     if m.get("placement"):
         lines += ["## Synthetic covering placement (CelebA-HQ parsing)", "",
                   "| covering | nose covered | mouth + lips covered |", "|---|---|---|"]
