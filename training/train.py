@@ -86,6 +86,7 @@ class Trainer:
 
     def run(self):
         args = self.args
+        self.t_start = time.time()
         t_end = time.time() + args.minutes * 60 if args.minutes else math.inf
         last_ckpt = time.time()
         while self.step < args.steps and time.time() < t_end:
@@ -267,6 +268,13 @@ class InpainterTrainer(Trainer):
 
     def train_step(self):
         args = self.args
+        if args.lr_end is not None and args.minutes:
+            # Cosine decay over this run's wall-clock budget: CPU runs are sized in minutes.
+            frac = min(1.0, (time.time() - self.t_start) / (args.minutes * 60))
+            lr = args.lr_end + (args.lr - args.lr_end) * 0.5 * (1 + math.cos(math.pi * frac))
+            for opt in (self.opt_g, self.opt_d):
+                for g in opt.param_groups:
+                    g["lr"] = lr
         idx = self.batch_indices(args.batch)
         samples = [self.train_maker.inpainter_sample(int(i), self.step, self.preset) for i in idx]
         image, target, hole, lmap, gender = self.make_batch(samples, noisy=True)
@@ -356,6 +364,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=0, help="stop after this long (0: no limit)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr-end", type=float, default=None,
+                    help="inpainter: cosine-decay the learning rate to this over --minutes")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--val-every", type=int, default=500)
     ap.add_argument("--val-size", type=int, default=400)
