@@ -329,7 +329,6 @@ class Pipeline:
 
         threads = [thread(self._capture, "capture"), thread(self._inference, "inference"),
                    thread(self._output, "output")]
-        self._threads = {th.name: th for th in threads}
         for th in threads:
             th.start()
         all_done = lambda: all(e.is_set() for e in self._finished.values())

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, window_matrix
-from stream.alignment import Alignment
+from stream.alignment import Alignment, transform_points
 
 # The lower-face region used by the classical baseline: nose bridge level,
 # along the cheeks and jaw, under the chin.
@@ -134,5 +134,5 @@ def frame_to_window(alignment: Alignment, size: int) -> np.ndarray:
 
 
 def landmark_map_for(landmarks_crop: np.ndarray, size: int) -> np.ndarray:
-    wm = window_matrix(size)
-    return draw_landmark_map(landmarks_crop @ wm[:, :2].T + wm[:, 2], size)
+    """The inpainter's landmark map from landmarks in canonical-crop pixels."""
+    return draw_landmark_map(transform_points(landmarks_crop, window_matrix(size)), size)

@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION
-from stream.alignment import Alignment, align_face, load_canonical_shape
+from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, window_matrix
+from stream.alignment import Alignment, align_face, load_canonical_shape, transform_points
 from stream.errors import ModelError
 from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, ModelReconstructor,
                                 frame_to_window, landmark_map_for)
@@ -255,15 +255,14 @@ class Unmasker:
     def _inpaint_and_blend(self, frame, jobs):
         size = self.reconstructor.window_size
         s_an = ANALYSER["input_size"]
+        # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop); the same for every face
+        wm = window_matrix(size).copy()
+        wm[:, :2] *= CANONICAL_SIZE / s_an
         windows, holes, maps, genders, mats = [], [], [], [], []
         for inp, ana, mask_crop, gender_p in jobs:
             m = frame_to_window(inp.alignment, size)
             windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
-            # analyser-crop -> window: (window <- canonical) o (canonical <- analyser crop)
-            from models.spec import window_matrix
-            wm = window_matrix(size).copy()
-            wm[:, :2] *= CANONICAL_SIZE / s_an
             hole = cv2.warpAffine(mask_crop.astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
             k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
             hole = cv2.dilate((hole > 0.5).astype(np.uint8), np.ones((k, k), np.uint8)).astype(np.float32)
@@ -281,19 +280,13 @@ class Unmasker:
             # Feather inside the dilated hole only: alpha is exactly 0 outside it.
             fk = 2 * self.feather_px + 1
             alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
-            inv = cv2.invertAffineTransform(m)
-            x0, y0, x1, y1 = _crop_bounds(inv, size, (h, w))
-            if x1 <= x0 or y1 <= y0:
-                continue
             # Only the part of the window the feathered hole touches is warped and blended.
             ys, xs = np.nonzero(alpha > 0)
             if len(xs) == 0:
                 continue
-            hole_box = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.max() + 1]], np.float64)
-            pts = np.array([[hole_box[i, 0], hole_box[j, 1]] for i in (0, 1) for j in (0, 1)])
-            pts = pts @ inv[:, :2].T + inv[:, 2]
-            x0, y0 = max(int(np.floor(pts[:, 0].min())) - 1, x0), max(int(np.floor(pts[:, 1].min())) - 1, y0)
-            x1, y1 = min(int(np.ceil(pts[:, 0].max())) + 1, x1), min(int(np.ceil(pts[:, 1].max())) + 1, y1)
+            inv = cv2.invertAffineTransform(m)
+            x0, y0, x1, y1 = _crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+                                          margin=1)
             if x1 <= x0 or y1 <= y0:
                 continue
             roi_m = inv.copy()
@@ -309,13 +302,18 @@ class Unmasker:
         return out, t_inpaint
 
 
-def _crop_bounds(crop_to_frame: np.ndarray, size: int, shape) -> tuple[int, int, int, int]:
-    """Frame-pixel bounding box (clipped) of a size x size crop mapped by `crop_to_frame`."""
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
-    pts = corners @ crop_to_frame[:, :2].T + crop_to_frame[:, 2]
-    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int), [shape[1], shape[0]])
-    return int(x0), int(y0), int(x1), int(y1)
+def _crop_bounds(crop_to_frame: np.ndarray, size: int, shape, rect=None,
+                margin: int = 0) -> tuple[int, int, int, int]:
+    """Frame-pixel bounding box (clipped to the frame) of a crop region mapped by `crop_to_frame`.
+
+    The region is the whole `size` x `size` crop, or `rect` = (x0, y0, x1, y1) inside it,
+    grown by `margin` frame pixels.
+    """
+    x0, y0, x1, y1 = rect if rect is not None else (0, 0, size, size)
+    pts = transform_points(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64), crop_to_frame)
+    fx0, fy0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin, 0)
+    fx1, fy1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin, [shape[1], shape[0]])
+    return int(fx0), int(fy0), int(fx1), int(fy1)
 
 
 def _large_motion(prev: np.ndarray, cur: np.ndarray) -> bool:
