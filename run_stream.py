@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: best available)")
     m.add_argument("--threads", type=positive_int, help="CPU threads per model (ONNX Runtime)")
     m.add_argument("--preset", choices=["fast", "hq"], default="fast", help="inpainter preset")
+    m.add_argument("--tracker", choices=["auto", "mediapipe", "torch"], default="auto",
+                   help="face tracking: mediapipe's graphs on the CPU, or the same networks run by "
+                        "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
     m.add_argument("--max-faces", type=positive_int, default=1, help="faces tracked per frame")
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
     m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
@@ -139,6 +142,9 @@ def run(args) -> int:
                   min_cutoff=args.min_cutoff, beta=args.beta)
     gpu_resident = (method == "model" and (args.device or "").startswith("cuda")
                     and args.backend in ("auto", "torch"))
+    if args.tracker == "torch" and not gpu_resident:
+        raise ModelError("--tracker torch runs in the GPU pipeline: add --device cuda "
+                         "(with --method model and --backend auto or torch)")
 
     def make_unmasker():
         if gpu_resident:
@@ -148,7 +154,8 @@ def run(args) -> int:
             except ImportError as exc:
                 raise ModelError(f"--device {args.device} needs PyTorch with CUDA "
                                  f"(pip install .[train]): {exc}") from None
-            return GpuUnmasker(device=args.device, **common)
+            tracker = "torch" if args.tracker == "auto" else args.tracker
+            return GpuUnmasker(device=args.device, tracker=tracker, **common)
         return Unmasker(method=method, backend=args.backend, device=args.device,
                         threads=args.threads, **common)
 

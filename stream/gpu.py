@@ -13,7 +13,9 @@ dilation, the feathering, the inverse warp and the blend all run on the device
 with torch. Only what the `Face` API and the CPU-side mask smoothing need comes
 back per face (the 128 px mask probabilities, 468 landmarks and the gender:
 about 70 kB), and the finished frame comes back once (or stays on the device).
-Tracking stays on the CPU (mediapipe).
+Tracking runs on the device too (`tracker="torch"`, the default: mediapipe's own detector and face
+mesh run by torch, `stream.torch_tracking`), sharing the frame's single upload; `tracker="mediapipe"`
+keeps mediapipe's CPU graphs.
 
 Geometry follows OpenCV (up to its 1/32 px coordinate quantisation and the uint8
 rounding of its intermediate crops, which this path does not do): the 2x3 matrices of `stream.alignment` and
@@ -434,14 +436,15 @@ class _DeviceReconstructor:
 class GpuUnmasker(Unmasker):
     """`Unmasker` whose analysis, inpainting and blending run on `device` with torch.
 
-    Tracking, landmark and mask smoothing and the `Face` fields stay on the CPU as in `Unmasker`;
-    the frame is uploaded once per `process` call (only when a face is found) and downloaded once
-    (only when a face was redrawn; never with `as_tensor=True`). `device="cpu"` runs the same
+    Landmark and mask smoothing and the `Face` fields stay on the CPU as in `Unmasker`;
+    the frame is uploaded once per `process` call and downloaded once
+    (only when a face was redrawn; never with `as_tensor=True`). `tracker`: "torch" tracks on the
+    device (`stream.torch_tracking`), "mediapipe" on the CPU. `device="cpu"` runs the same
     torch code in fp32 (for tests). Other keyword arguments are `Unmasker`'s.
     """
 
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
-                 weights_dir: str | Path | None = None, **kwargs):
+                 weights_dir: str | Path | None = None, tracker: str = "torch", **kwargs):
         method = kwargs.pop("method", "model")
         if method not in ("model", "auto"):
             raise ValueError(f"GpuUnmasker runs the models; method {method!r} is the plain Unmasker's")
@@ -453,9 +456,21 @@ class GpuUnmasker(Unmasker):
                                            dilate_px=self.dilate_px, feather_px=self.feather_px)
         self.reconstructor = _DeviceReconstructor(self, self.gpu)
         self.method = "model"
+        if tracker not in ("torch", "mediapipe"):
+            raise ValueError(f"unknown tracker {tracker!r}: use 'torch' or 'mediapipe'")
+        self.tracker_kind = tracker
+        self._precision = precision
         self._frame_np: np.ndarray | None = None
         self._frame_dev: torch.Tensor | None = None
         self._as_tensor = False
+
+    def _make_tracker(self, mode):
+        if self.tracker_kind == "mediapipe":
+            return super()._make_tracker(mode)
+        from stream.torch_tracking import TorchFaceTracker
+
+        return TorchFaceTracker(mode, max_faces=self.max_faces, device=str(self.gpu.device),
+                                precision=self._precision, upload=self._frame_tensor)
 
     def _frame_tensor(self, frame: np.ndarray) -> torch.Tensor:
         """The device copy of this call's frame: uploaded on first use, reused by later steps."""

@@ -100,30 +100,33 @@ class FaceTracker:
     def __init__(self, mode: RunningMode = RunningMode.VIDEO, max_faces: int = 1,
                  min_detection_confidence: float = 0.5, redetect_every: int = 10,
                  max_missed: int = 5):
-        import mediapipe as mp
-
         self.mode = mode
         self.max_faces = max_faces
         self.redetect_every = redetect_every
         self.max_missed = max_missed
-        with quiet_native_stderr():
-            self._build(mp, mode, max_faces, min_detection_confidence)
-            # Run both graphs once so their native start-up logging happens here.
-            blank = np.zeros((64, 64, 3), np.uint8)
-            self._detector.process(blank)
-            FaceMeshWarm = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
-            FaceMeshWarm.process(blank)
-            FaceMeshWarm.close()
-            self._mesh.process(blank)
+        self._crop_mesh = None
+        self._build(mode, max_faces, min_detection_confidence)
         self._canonical = load_canonical_shape()
         self._tracks: list[_Track] = []
         self._ids = itertools.count()
         self._frame = 0
-        self._crop_mesh = None
         self.stats = {"mesh_faces": 0, "roi_mesh_faces": 0, "crop_mesh_faces": 0, "detector_faces": 0,
                       "detector_runs": 0, "lost_tracks": 0}
 
-    def _build(self, mp, mode, max_faces, min_detection_confidence):
+    def _build(self, mode, max_faces, min_detection_confidence):
+        import mediapipe as mp
+
+        with quiet_native_stderr():
+            self._build_graphs(mp, mode, max_faces, min_detection_confidence)
+            # Run both graphs once so their native start-up logging happens here.
+            blank = np.zeros((64, 64, 3), np.uint8)
+            self._detector.process(blank)
+            warm = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+            warm.process(blank)
+            warm.close()
+            self._mesh.process(blank)
+
+    def _build_graphs(self, mp, mode, max_faces, min_detection_confidence):
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=mode is RunningMode.IMAGE, max_num_faces=max_faces,
             refine_landmarks=False, min_detection_confidence=min_detection_confidence,
@@ -189,8 +192,10 @@ class FaceTracker:
                 kept.append(d)
         return kept
 
-    def _mesh_on_crop(self, rgb, box) -> np.ndarray | None:
-        """The face mesh on an upscaled crop around a detection (found faces get real landmarks)."""
+    def _mesh_on_crop(self, rgb, box, keypoints=None) -> np.ndarray | None:
+        """The face mesh on an upscaled crop around a detection (found faces get real landmarks).
+
+        `keypoints` (the detector's, when there are some) are used by trackers that crop rotated ROIs."""
         if self._crop_mesh is None:
             import mediapipe as mp
             with quiet_native_stderr():
@@ -219,11 +224,17 @@ class FaceTracker:
         return transform_points(shape, fit_similarity(src, dst))
 
     # -- main entry --------------------------------------------------------------
-    def process(self, image_bgr: np.ndarray) -> list[TrackedFace]:
+    def _prepare(self, image_bgr: np.ndarray):
+        """The image the helpers read (here RGB numpy; a device tensor for the torch tracker)."""
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         rgb.flags.writeable = False
+        return rgb
+
+    def process(self, image_bgr: np.ndarray) -> list[TrackedFace]:
+        rgb = self._prepare(image_bgr)
+        shape = image_bgr.shape
         meshes = self._run_mesh(rgb)
-        faces = [(lm, landmarks_box(lm, rgb.shape), "mesh", 1.0) for lm in meshes]
+        faces = [(lm, landmarks_box(lm, shape), "mesh", 1.0) for lm in meshes]
         self.stats["mesh_faces"] += len(faces)
         video = self.mode is RunningMode.VIDEO
         if video and len(faces) < self.max_faces:
@@ -240,7 +251,7 @@ class FaceTracker:
                 inner = (x0 + (x1 - x0) * 0.15, y0 + (y1 - y0) * 0.15, x1 - (x1 - x0) * 0.15, y1 - (y1 - y0) * 0.15)
                 lm = self._mesh_on_crop(rgb, inner)
                 if lm is not None:
-                    faces.append((lm, landmarks_box(lm, rgb.shape), "mesh", 1.0))
+                    faces.append((lm, landmarks_box(lm, shape), "mesh", 1.0))
                     self.stats["roi_mesh_faces"] += 1
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
         periodic = video and self._frame % self.redetect_every == 0
@@ -253,7 +264,7 @@ class FaceTracker:
                 if len(faces) >= self.max_faces or any(
                         f[1][0] <= centre[0] <= f[1][2] and f[1][1] <= centre[1] <= f[1][3] for f in faces):
                     continue   # already found by the mesh
-                lm = self._mesh_on_crop(rgb, box)
+                lm = self._mesh_on_crop(rgb, box, kp)
                 source = "mesh"
                 if lm is None:
                     source = "detector"
@@ -266,7 +277,7 @@ class FaceTracker:
                     self.stats["detector_faces"] += 1
                 else:
                     self.stats["crop_mesh_faces"] += 1
-                faces.append((lm, landmarks_box(lm, rgb.shape), source, score))
+                faces.append((lm, landmarks_box(lm, shape), source, score))
         self._frame += 1
         if not video:
             return [TrackedFace(i, lm, box, src, sc, True) for i, (lm, box, src, sc) in enumerate(faces)]

@@ -104,8 +104,11 @@ class Unmasker:
 
     def _tracker(self, mode: RunningMode) -> FaceTracker:
         if mode not in self._trackers:
-            self._trackers[mode] = FaceTracker(mode, max_faces=self.max_faces)
+            self._trackers[mode] = self._make_tracker(mode)
         return self._trackers[mode]
+
+    def _make_tracker(self, mode: RunningMode) -> FaceTracker:
+        return FaceTracker(mode, max_faces=self.max_faces)
 
     def reset(self) -> None:
         """Forget all temporal state (tracks, filters, last timestamp)."""

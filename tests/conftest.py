@@ -13,7 +13,6 @@ for folder in (TESTS.parent, TESTS):   # `import stream` and `import media` howe
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from media import make_clip  # noqa: E402
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -36,12 +35,14 @@ def udp_port() -> int:
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Path:
     """30 frames, 320x240 at 25 fps, H.264 with B-frames, AAC audio. Do not modify it."""
+    from media import make_clip          # PyAV: imported here so GPU-only runs collect without it
     return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", n_frames=30)
 
 
 @pytest.fixture(scope="session")
 def silent_clip(tmp_path_factory) -> Path:
     """Like `clip` but without an audio stream."""
+    from media import make_clip
     return make_clip(tmp_path_factory.mktemp("silent") / "silent.mp4", n_frames=30, audio=False)
 
 

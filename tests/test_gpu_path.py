@@ -65,7 +65,8 @@ def weights_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cpu_gpu_unmasker(weights_dir):
-    with GpuUnmasker(device="cpu", weights_dir=weights_dir) as um:
+    # mediapipe's tracker, like the reference: these tests compare the reconstruction paths alone.
+    with GpuUnmasker(device="cpu", weights_dir=weights_dir, tracker="mediapipe") as um:
         yield um
 
 
