@@ -13,7 +13,9 @@ same frames:
 
 * cpu          - Unmasker: mediapipe tracking + ONNX Runtime on the CPU (the default product path)
 * gpu+mp       - GpuUnmasker, tracking by mediapipe on the CPU, everything else on the device
-* gpu+torch    - GpuUnmasker, mediapipe's detector and mesh run by torch on the device
+* gpu+torch-eager - GpuUnmasker, mediapipe's detector and mesh run by torch on the device, every
+                 network launched layer by layer from Python
+* gpu+torch    - the same with each network replayed as a CUDA graph (the default)
 * gpu+torch+tensor - the same, leaving the frame on the device (a sink that takes GPU frames)
 
 plus each tracker alone (its share of the frame time). Setups whose packages are missing (mediapipe
@@ -30,7 +32,7 @@ from benchmarks.report import BenchError, fmt, log, md_table, ratio, summarize
 
 PROG = "benchmarks.gpu_path"
 DEFAULT_SOURCE = report.ROOT / "assets" / "sample.mp4"
-SETUPS = ("cpu", "gpu+mp", "gpu+torch", "gpu+torch+tensor")
+SETUPS = ("cpu", "gpu+mp", "gpu+torch-eager", "gpu+torch", "gpu+torch+tensor")
 SIZES = {"240p": (426, 240), "360p": (640, 360), "480p": (854, 480), "540p": (960, 540), "720p": (1280, 720),
          "1080p": (1920, 1080), "1440p": (2560, 1440), "2160p": (3840, 2160)}
 STAGES = ("track", "align", "analyse", "inpaint", "composite")
@@ -100,7 +102,8 @@ def make_unmasker(setup: str, device: str):
         from stream.unmasker import Unmasker
         return Unmasker(method="model", backend="onnxruntime")
     from stream.gpu import GpuUnmasker
-    return GpuUnmasker(device=device, tracker="mediapipe" if setup == "gpu+mp" else "torch")
+    return GpuUnmasker(device=device, tracker="mediapipe" if setup == "gpu+mp" else "torch",
+                       cuda_graphs=setup != "gpu+torch-eager")
 
 
 def _sync(device: str):

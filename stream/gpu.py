@@ -193,10 +193,12 @@ class TorchFrameReconstructor:
     `device`: "cuda", "cuda:N" or "cpu" (the CPU runs the same code in fp32: for tests).
     `precision`: the networks' precision on CUDA, "fp16" (default) or "fp32"; grids and warps are fp32.
     `weights_dir`: where `analyser.*` and `inpainter_<preset>.*` are (default models/weights).
+    `cuda_graphs`: on CUDA, replay each network as a CUDA graph per batch size (engines.cuda_graph).
     """
 
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
-                 weights_dir: str | Path | None = None, dilate_px: int = 4, feather_px: int = 3):
+                 weights_dir: str | Path | None = None, dilate_px: int = 4, feather_px: int = 3,
+                 cuda_graphs: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"PyTorch has no CUDA device for {device}: install a CUDA build of PyTorch "
                              f"on a machine with an NVIDIA GPU, or use device='cpu'")
@@ -218,6 +220,10 @@ class TorchFrameReconstructor:
         self.dilate_px, self.feather_px = dilate_px, feather_px
         self.analyser = load_module("analyser", device, self.precision, weights_dir)
         self.inpainter = load_module(f"inpainter_{preset}", device, self.precision, weights_dir)
+        if self.cuda and cuda_graphs:
+            # Small networks: on a GPU their cost is kernel launches; a graph launches them at once.
+            from engines.cuda_graph import CudaGraphed
+            self.analyser, self.inpainter = CudaGraphed(self.analyser), CudaGraphed(self.inpainter)
         fk = 2 * feather_px + 1
         g = torch.as_tensor(cv2.getGaussianKernel(fk, 0).ravel(), dtype=torch.float32)  # cv2's own kernel
         self._gauss_x = g.view(1, 1, 1, fk).to(self.device)
@@ -444,7 +450,8 @@ class GpuUnmasker(Unmasker):
     """
 
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
-                 weights_dir: str | Path | None = None, tracker: str = "torch", **kwargs):
+                 weights_dir: str | Path | None = None, tracker: str = "torch", cuda_graphs: bool = True,
+                 **kwargs):
         method = kwargs.pop("method", "model")
         if method not in ("model", "auto"):
             raise ValueError(f"GpuUnmasker runs the models; method {method!r} is the plain Unmasker's")
@@ -453,7 +460,9 @@ class GpuUnmasker(Unmasker):
         # parameters) without loading ONNX sessions we would not use. The device models replace it.
         super().__init__(method="classical", device=device, preset=preset, **kwargs)
         self.gpu = TorchFrameReconstructor(device, precision, preset, weights_dir,
-                                           dilate_px=self.dilate_px, feather_px=self.feather_px)
+                                           dilate_px=self.dilate_px, feather_px=self.feather_px,
+                                           cuda_graphs=cuda_graphs)
+        self.cuda_graphs = cuda_graphs
         self.reconstructor = _DeviceReconstructor(self, self.gpu)
         self.method = "model"
         if tracker not in ("torch", "mediapipe"):
@@ -470,7 +479,8 @@ class GpuUnmasker(Unmasker):
         from stream.torch_tracking import TorchFaceTracker
 
         return TorchFaceTracker(mode, max_faces=self.max_faces, device=str(self.gpu.device),
-                                precision=self._precision, upload=self._frame_tensor)
+                                precision=self._precision, upload=self._frame_tensor,
+                                cuda_graphs=self.cuda_graphs)
 
     def _frame_tensor(self, frame: np.ndarray) -> torch.Tensor:
         """The device copy of this call's frame: uploaded on first use, reused by later steps."""

@@ -96,7 +96,8 @@ class _TfliteNet:
 
     file = ""
 
-    def __init__(self, device: str = "cpu", precision: str | None = None, model_dir=None):
+    def __init__(self, device: str = "cpu", precision: str | None = None, model_dir=None,
+                 cuda_graphs: bool = True):
         from models.tflite_graph import TfliteGraph, UnsupportedGraph
 
         try:
@@ -107,6 +108,9 @@ class _TfliteNet:
         precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.net = net.eval().to(self.device, self.dtype)
+        if self.device.type == "cuda" and cuda_graphs:
+            from engines.cuda_graph import CudaGraphed
+            self.net = CudaGraphed(self.net)     # ~70 layers of tiny kernels: one graph launch
         self.output_names = net.output_names
 
 
@@ -184,9 +188,10 @@ class TorchFaceTracker(FaceTracker):
     def __init__(self, mode: RunningMode = RunningMode.VIDEO, max_faces: int = 1,
                  min_detection_confidence: float = 0.5, redetect_every: int = 10, max_missed: int = 5,
                  device: str = "cuda", precision: str | None = None, model_dir=None, upload=None,
-                 refine_steps: int = 2):
+                 refine_steps: int = 2, cuda_graphs: bool = True):
         self.device = torch.device(device)
         self.refine_steps = refine_steps
+        self.cuda_graphs = cuda_graphs
         self._precision = precision
         self._model_dir = model_dir
         self.upload = upload or (lambda frame: torch.from_numpy(np.ascontiguousarray(frame)).to(self.device))
@@ -194,8 +199,8 @@ class TorchFaceTracker(FaceTracker):
         super().__init__(mode, max_faces, min_detection_confidence, redetect_every, max_missed)
 
     def _build(self, mode, max_faces, min_detection_confidence):
-        self.detector = FaceDetectorNet(self.device, self._precision, self._model_dir)
-        self.mesh = FaceMeshNet(self.device, self._precision, self._model_dir)
+        self.detector = FaceDetectorNet(self.device, self._precision, self._model_dir, self.cuda_graphs)
+        self.mesh = FaceMeshNet(self.device, self._precision, self._model_dir, self.cuda_graphs)
         self._anchors = _full_range_anchors()
 
     def close(self) -> None:

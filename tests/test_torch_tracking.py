@@ -229,3 +229,34 @@ def test_cuda_fp16_tracker_matches_cpu_fp32(cpu_tracker):
     nme = _nme(a[0].landmarks, b[0].landmarks)
     print(f"\ncuda fp16 vs cpu fp32: NME {nme:.5f}")
     assert nme < 0.005
+
+
+def test_cuda_graphed_wrapper_runs_cpu_tensors_eagerly():
+    from engines.cuda_graph import CudaGraphed
+
+    net = torch.nn.Conv2d(3, 4, 3)
+    wrapped = CudaGraphed(net)
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(wrapped(x), net(x))
+    assert wrapped.out_channels == 4 and not wrapped._graphs      # attributes pass through; no graph
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
+def test_cuda_graph_replay_equals_eager_and_keeps_results_apart():
+    from engines.cuda_graph import CudaGraphed
+    from stream.torch_tracking import FaceMeshNet
+
+    eager = FaceMeshNet("cuda", cuda_graphs=False)
+    graphed = FaceMeshNet("cuda")
+    assert isinstance(graphed.net, CudaGraphed)
+    a, b = torch.rand(2, 3, 192, 192, device="cuda"), torch.rand(2, 3, 192, 192, device="cuda")
+    with torch.inference_mode():
+        la, pa = graphed(a)
+        lb, pb = graphed(b)                          # a second replay must not overwrite the first
+        ea, _ = eager(a)
+        eb, _ = eager(b)
+    torch.testing.assert_close(la, ea, atol=0.05, rtol=1e-3)
+    torch.testing.assert_close(lb, eb, atol=0.05, rtol=1e-3)
+    assert not torch.equal(la, lb)
+    assert len(graphed.net._graphs) == 1
