@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.base import WEIGHTS_DIR
+from engines.cuda_graph import CudaGraphed
 from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
 from stream.alignment import Alignment
 from stream.errors import ModelError
@@ -222,7 +223,6 @@ class TorchFrameReconstructor:
         self.inpainter = load_module(f"inpainter_{preset}", device, self.precision, weights_dir)
         if self.cuda and cuda_graphs:
             # Small networks: on a GPU their cost is kernel launches; a graph launches them at once.
-            from engines.cuda_graph import CudaGraphed
             self.analyser, self.inpainter = CudaGraphed(self.analyser), CudaGraphed(self.inpainter)
         fk = 2 * feather_px + 1
         g = torch.as_tensor(cv2.getGaussianKernel(fk, 0).ravel(), dtype=torch.float32)  # cv2's own kernel
@@ -232,7 +232,6 @@ class TorchFrameReconstructor:
         if self.cuda and cuda_graphs:
             # Profiled on the H200: these two eager 1-channel convolutions cost more host time
             # than both networks together; as a graph they are one launch.
-            from engines.cuda_graph import CudaGraphed
             self._feather_fn = CudaGraphed(self._feather_eager)
         self._up, self._down, self._aux = _Pinned(), _Pinned(), _Pinned()
 
@@ -284,6 +283,21 @@ class TorchFrameReconstructor:
             out.append(dev[o:o + n].view(a.shape))
             o += n
         return out
+
+    @torch.inference_mode()
+    def warm_up(self, max_batch: int = 1) -> None:
+        """Capture the CUDA graphs of batches 1..max_batch now. A capture costs ~0.1-1 s (cuDNN's
+        choices, the graph's memory): done on the first masked face it would freeze a live stream."""
+        if not (self.cuda and isinstance(self.inpainter, CudaGraphed)):
+            return
+        s, w = self.analyser_size, self.window_size
+        for n in range(1, max_batch + 1):
+            z = lambda *shape: torch.zeros(n, *shape, device=self.device)   # noqa: E731
+            self.analyser(self._net_input(z(3, s, s)))
+            self.inpainter(self._net_input(z(3, w, w)), self._net_input(z(1, w, w)), self._net_input(z(1, w, w)),
+                           z().to(self.dtype))
+            self._feather(z(1, w, w))
+        torch.cuda.synchronize(self.device)
 
     def _net_input(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.dtype)
@@ -472,6 +486,7 @@ class GpuUnmasker(Unmasker):
                                            dilate_px=self.dilate_px, feather_px=self.feather_px,
                                            cuda_graphs=cuda_graphs)
         self.cuda_graphs = cuda_graphs
+        self.gpu.warm_up(self.max_faces)
         self.reconstructor = _DeviceReconstructor(self, self.gpu)
         self.method = "model"
         if tracker not in ("torch", "mediapipe"):

@@ -202,6 +202,14 @@ class TorchFaceTracker(FaceTracker):
         self.detector = FaceDetectorNet(self.device, self._precision, self._model_dir, self.cuda_graphs)
         self.mesh = FaceMeshNet(self.device, self._precision, self._model_dir, self.cuda_graphs)
         self._anchors = _full_range_anchors()
+        if self.device.type == "cuda":
+            # Capture the graphs now, not on the frame that first needs them: the mesh for 1..max_faces
+            # ROIs, the detector for a frame alone (1) and a landscape / portrait frame with tiles (4).
+            with torch.inference_mode():
+                for n in range(1, max_faces + 1):
+                    self.mesh(torch.zeros(n, 3, MESH_SIZE, MESH_SIZE, device=self.device))
+                for n in (1, 4):
+                    self.detector(torch.zeros(n, 3, DETECTOR_SIZE, DETECTOR_SIZE, device=self.device))
 
     def close(self) -> None:
         self.detector = self.mesh = None
