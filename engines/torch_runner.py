@@ -87,6 +87,26 @@ class TorchRunner(Runner):
             from engines.onnxruntime_runner import default_threads
             torch.set_num_threads(int(threads or default_threads()))
 
+        from export.onnx import FACE_MODELS, load_face_model
+        if self.model_name in FACE_MODELS:
+            # mediapipe's networks: rebuilt from the wheel's .tflite (the export kept no .pt)
+            net = load_face_model(self.model_name)
+        else:
+            net = self._load_network(build)
+        net.eval()
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.tdevice = torch.device(device)
+        net = net.to(self.tdevice, dtype=self.dtype)
+        if self.tdevice.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
+            self.stream = torch.cuda.Stream(self.tdevice)
+        else:
+            self.stream = None
+        self.net = net
+        self.cuda_graphs = bool(cuda_graphs) and self.tdevice.type == "cuda"
+        self._graphs: dict[int, tuple] = {}
+
+    def _load_network(self, build):
         side = self.model_path.with_suffix(".json")
         expected = None
         if side.exists():
@@ -105,18 +125,7 @@ class TorchRunner(Runner):
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise ModelError(f"{weights_path(self.model_path)} does not fit {self.model_name}: {first}") from None
-        net.eval()
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.tdevice = torch.device(device)
-        net = net.to(self.tdevice, dtype=self.dtype)
-        if self.tdevice.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-            self.stream = torch.cuda.Stream(self.tdevice)
-        else:
-            self.stream = None
-        self.net = net
-        self.cuda_graphs = bool(cuda_graphs) and self.tdevice.type == "cuda"
-        self._graphs: dict[int, tuple] = {}
+        return net
 
     # -----------------------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "models" / "weights"
-DEFAULT_MODELS = ("analyser", "inpainter_fast", "inpainter_hq")
+DEFAULT_MODELS = ("analyser", "inpainter_fast", "inpainter_hq", "face_detector", "face_mesh")
 TENSORRT_MISSING = "TensorRT is not installed: pip install .[gpu] on a machine with an NVIDIA GPU"
 
 # Inputs that ONNX requires to be float32 whatever the data type of the op (Resize roi / scales).

@@ -2,6 +2,7 @@
 
     python -m export.onnx [--models analyser inpainter_fast] [--out models/weights]
                           [--checkpoints runs] [--simplify] [--real-batch 4]
+    python -m export.onnx --models face_detector face_mesh      # mediapipe's networks, for the engines
 
 Each network is loaded from its training checkpoint (runs/<name>/last.pt,
 `weights_only=True`), exported with opset 17, named inputs / outputs and a
@@ -14,6 +15,12 @@ Next to `<name>.onnx` goes `<name>.pt`: the plain state dict (tensors only,
 loadable with `torch.load(..., weights_only=True)`) from which
 `engines.torch_runner.TorchRunner` rebuilds the network; the sidecar records
 its sha256 so a runner never pairs weights with another export.
+
+`face_detector` and `face_mesh` are mediapipe's full-range BlazeFace and 468-point face mesh,
+rebuilt in torch from the .tflite files of the installed mediapipe wheel (models.tflite_graph) and
+exported the same way, so TensorRT (export.build_engines) compiles them like our own networks. They
+need no checkpoint and get no .pt: the torch path reads the .tflite itself. They are Apache-2.0
+models by Google; the exports are made on the user's machine and not shipped.
 
 `--simplify` runs onnx-simplifier when it is installed (pip install onnxsim);
 otherwise it says so and exports the graph unsimplified.
@@ -54,6 +61,23 @@ CONTRACTS = {
     },
 }
 CONTRACTS["inpainter_hq"] = json.loads(json.dumps(CONTRACTS["inpainter_fast"]).replace("128", "256"))
+CONTRACTS["face_detector"] = {
+    "inputs": {"image": "N,3,192,192 float32 RGB in [-1,1]: the frame letterboxed to a square"},
+    "outputs": {
+        "regressors": "N,2304,16 per anchor (48x48 grid, stride 4): box centre x, y, width, height, then 6 "
+                      "keypoints x, y; in input pixels relative to the anchor centre",
+        "score_logits": "N,2304,1 face logits (sigmoid -> score)",
+    },
+}
+CONTRACTS["face_mesh"] = {
+    "inputs": {"image": "N,3,192,192 float32 RGB in [0,1]: the rotated face ROI (1.5x the face box)"},
+    "outputs": {
+        "landmarks": "N,468,3 mesh points x, y, z in input pixels",
+        "face_logit": "N,1 face presence logit (sigmoid -> tracking confidence)",
+    },
+}
+FACE_MODELS = {"face_detector": ("face_detection/face_detection_full_range_sparse.tflite", ("Identity", "Identity_1")),
+               "face_mesh": ("face_landmark/face_landmark.tflite", ("conv2d_21", "conv2d_31"))}
 
 SIMPLIFY_MISSING = "onnxsim is not installed (pip install onnxsim): exporting without simplification"
 
@@ -61,6 +85,9 @@ SIMPLIFY_MISSING = "onnxsim is not installed (pip install onnxsim): exporting wi
 def example_inputs(name: str, batch: int = 2, seed: int = 0):
     import torch
     g = torch.Generator().manual_seed(seed)
+    if name in FACE_MODELS:
+        x = torch.rand(batch, 3, 192, 192, generator=g)
+        return (x * 2 - 1,) if name == "face_detector" else (x,)
     if name == "analyser":
         return (torch.rand(batch, 3, 128, 128, generator=g),)
     size = 256 if name.endswith("hq") else 128
@@ -264,21 +291,55 @@ def export_model(name: str, model, path: Path, real_inputs=None, simplify: bool 
         ref = ref if isinstance(ref, (tuple, list)) else (ref,)
         got = sess.run(out_names, {n: t.numpy() for n, t in zip(in_names, inputs)})
         parity[case] = max(float(np.abs(r.numpy() - o).max()) for r, o in zip(ref, got))
-    if max(parity.values()) > PARITY_TOL:
+        scale = max(max(float(np.abs(r.numpy()).max()) for r in ref), 1.0)
+    # Our networks output [0, 1] values; mediapipe's output pixels (up to ~200): 1e-4 relative to the
+    # outputs' range, i.e. float32 rounding, not a looser check.
+    tolerance = PARITY_TOL * (scale if name in FACE_MODELS else 1.0)
+    if max(parity.values()) > tolerance:
         tmp.unlink()
-        raise RuntimeError(f"{name}: ONNX Runtime differs from PyTorch by {parity} (> {PARITY_TOL})")
+        raise RuntimeError(f"{name}: ONNX Runtime differs from PyTorch by {parity} (> {tolerance:g})")
     tmp.replace(path)
-    pt_path = path.with_suffix(".pt")
-    pt_sha = save_state_dict(model, pt_path)
     sidecar = {"name": name, "opset": OPSET, **contract,
                "normalisation": "pixels / 255, BGR channel order, no mean/std",
                "sha256": sha256(path), "parity_max_abs_err": parity,
-               "params": int(sum(p.numel() for p in model.parameters())),
-               "state_dict": {"file": pt_path.name, "sha256": pt_sha}, "simplified": simplified}
+               "parity_tolerance": tolerance,
+               "params": int(sum(p.numel() for p in model.parameters())), "simplified": simplified}
+    if name in FACE_MODELS:
+        sidecar.update(normalisation=("RGB, pixels / 127.5 - 1" if name == "face_detector" else "RGB, pixels / 255"),
+                       params=int(sum(b.numel() for b in model.buffers())),
+                       source=f"mediapipe 0.10.21 modules/{FACE_MODELS[name][0]} (Apache-2.0, Google)")
+    else:
+        pt_path = path.with_suffix(".pt")
+        sidecar["state_dict"] = {"file": pt_path.name, "sha256": save_state_dict(model, pt_path)}
     side_tmp = path.with_suffix(".json.tmp")
     side_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     _replace_atomically(side_tmp, path.with_suffix(".json"))
     return sidecar
+
+
+def load_face_model(name: str, model_dir: Path | None = None):
+    """mediapipe's network `name` (FACE_MODELS) as a torch module with the CONTRACTS outputs."""
+    import torch
+    from models.tflite_graph import TfliteGraph
+    from stream.torch_tracking import mediapipe_model_path
+
+    file, tflite_outputs = FACE_MODELS[name]
+    graph = TfliteGraph.from_file(mediapipe_model_path(file, model_dir)).eval()
+    order = [graph.output_names.index(n) for n in tflite_outputs]
+
+    class FaceModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.graph = graph
+
+        def forward(self, image):
+            outs = self.graph(image)
+            a, b = outs[order[0]], outs[order[1]]
+            if name == "face_mesh":               # (N,1,1,1404), (N,1,1,1) -> (N,468,3), (N,1)
+                return a.reshape(-1, 468, 3), b.reshape(-1, 1)
+            return a, b
+
+    return FaceModel().eval()
 
 
 def load_from_checkpoint(name: str, checkpoints: Path | None = None):
@@ -306,24 +367,26 @@ def main(argv=None) -> int:
     ap.add_argument("--real-batch", type=int, default=4,
                     help="number of real-looking faces for the parity check (0: random inputs only)")
     args = ap.parse_args(argv)
+    from stream.errors import UnmaskError
     for name in args.models:
         if name not in CONTRACTS:
             print(f"error: unknown model {name!r} (choose from {', '.join(CONTRACTS)})", file=sys.stderr)
             return 2
         ckpt = args.checkpoints / name / "last.pt"
-        if not ckpt.exists():
+        if name not in FACE_MODELS and not ckpt.exists():
             print(f"error: no checkpoint {ckpt}; train it first (python -m training.train)", file=sys.stderr)
             return 2
     for name in args.models:
-        real = real_inputs(name, args.real_batch) if args.real_batch > 0 else None
+        real = real_inputs(name, args.real_batch) if args.real_batch > 0 and name not in FACE_MODELS else None
         try:
-            side = export_model(name, load_from_checkpoint(name, args.checkpoints), args.out / f"{name}.onnx",
-                                real_inputs=real, simplify=args.simplify)
-        except RuntimeError as e:
+            model = load_face_model(name) if name in FACE_MODELS else load_from_checkpoint(name, args.checkpoints)
+            side = export_model(name, model, args.out / f"{name}.onnx", real_inputs=real, simplify=args.simplify)
+        except (RuntimeError, UnmaskError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"{name}: {args.out / (name + '.onnx')} (+ {name}.pt, {name}.json) "
-              f"parity max abs err: {_fmt(side['parity_max_abs_err'])} (tolerance {PARITY_TOL:g})")
+        extra = f"{name}.json" if name in FACE_MODELS else f"{name}.pt, {name}.json"
+        print(f"{name}: {args.out / (name + '.onnx')} (+ {extra}) "
+              f"parity max abs err: {_fmt(side['parity_max_abs_err'])} (tolerance {side['parity_tolerance']:.3g})")
     return 0
 
 

@@ -327,3 +327,35 @@ def test_statistics_and_resolutions():
             parse_resolution(bad)
     cols, rows = grid_for(8, 1280, 720)
     assert cols * rows >= 8
+
+
+# ------------------------------------------------------------------------------ gpu_path
+
+def test_gpu_path_benchmark_on_the_cpu(tmp_path):
+    """The GPU-path benchmark's own code, run with device cpu (the torch path in fp32): every setup
+    measured on the same frames, the trackers' ceilings, ratios against the CPU product path."""
+    pytest.importorskip("torch")
+    out = tmp_path / "g"
+    proc = run("benchmarks.gpu_path", "--device", "cpu", "--resolutions", "360p", "--frames", 6, "--warmup", 2,
+               "--setups", "cpu,gpu+torch", "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((out / "gpu_path.json").read_text())
+    assert d["benchmark"] == "gpu_path" and d["frames"] == 6
+    by_setup = d["results"]["360p"]
+    assert set(by_setup) == {"cpu", "gpu+torch"}
+    for r in by_setup.values():
+        assert r["faces_found"] == 1.0 and r["fps"] > 0
+        assert r["frame_ms"]["p50"] <= r["frame_ms"]["p95"] <= r["frame_ms"]["max"]
+        assert sum(r["stages_ms"].values()) <= r["frame_ms"]["mean"] * 1.05
+        assert "gpu_peak_mb" not in r                                   # no CUDA here
+    trackers = d["trackers"]["360p"]
+    assert trackers["mediapipe"]["faces_found"] == trackers["torch"]["faces_found"] == 1.0
+    md = (out / "gpu_path.md").read_text()
+    assert "| 360p | gpu+torch |" in md and "vs cpu" in md
+
+
+def test_gpu_path_bad_input_is_one_clear_line(tmp_path):
+    assert_one_line_error(run("benchmarks.gpu_path", "--source", tmp_path / "none.mp4", "--out", tmp_path / "x"))
+    assert_one_line_error(run("benchmarks.gpu_path", "--setups", "warp-drive"))
+    assert_one_line_error(run("benchmarks.gpu_path", "--device", "tpu"))
+    assert not (tmp_path / "x").exists()

@@ -169,3 +169,10 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_leaves_a_playable_file(tmp_path, si
     frames = decoded_frames(out)
     assert 0 < len(frames) < 400                   # stopped early, and the file is finalised
     assert "[interrupted]" in stderr
+
+
+def test_torch_tracker_needs_the_gpu_pipeline(face_clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    line = one_line_error(run_cli("--source", face_clip, "--output", out, "--no-display", "--tracker", "torch"))
+    assert "--tracker torch" in line and "--device cuda" in line
+    assert not out.exists()

@@ -260,3 +260,54 @@ def test_cuda_graph_replay_equals_eager_and_keeps_results_apart():
     torch.testing.assert_close(lb, eb, atol=0.05, rtol=1e-3)
     assert not torch.equal(la, lb)
     assert len(graphed.net._graphs) == 1
+
+
+# -- export: the same networks in the engines ------------------------------------------------------------
+
+def test_face_models_export_to_onnx_and_run_in_the_runners(tmp_path):
+    pytest.importorskip("onnx")
+    import json
+
+    from engines.onnxruntime_runner import OnnxRuntimeRunner
+    from engines.torch_runner import TorchRunner
+    from export.onnx import main as export_main, sha256
+    from stream.torch_tracking import FaceDetectorNet, FaceMeshNet
+
+    assert export_main(["--models", "face_detector", "face_mesh", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face_detector.json", "face_detector.onnx",
+                                                           "face_mesh.json", "face_mesh.onnx"]   # no .pt
+    rng = np.random.default_rng(1)
+    for name, net, lo in (("face_detector", FaceDetectorNet("cpu"), -1.0), ("face_mesh", FaceMeshNet("cpu"), 0.0)):
+        side = json.loads((tmp_path / f"{name}.json").read_text())
+        assert side["sha256"] == sha256(tmp_path / f"{name}.onnx") and "Apache-2.0" in side["source"]
+        assert max(side["parity_max_abs_err"].values()) <= side["parity_tolerance"]
+        x = (rng.random((3, 3, 192, 192)) * (1 - lo) + lo).astype(np.float32)
+        with OnnxRuntimeRunner(tmp_path / f"{name}.onnx", device="cpu") as ort_runner, \
+                TorchRunner(tmp_path / f"{name}.onnx", device="cpu") as torch_runner:
+            a, b = ort_runner.run({"image": x}), torch_runner.run({"image": x})
+        assert a.keys() == b.keys() == set(side["outputs"])
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], atol=1e-3 * max(1.0, np.abs(a[k]).max()))
+        with torch.no_grad():
+            if name == "face_mesh":                  # the tracker's decoding of the same outputs
+                landmarks, presence = net(torch.from_numpy(x))
+                np.testing.assert_allclose(a["landmarks"], landmarks.numpy(), atol=0.01)
+                np.testing.assert_allclose(1 / (1 + np.exp(-a["face_logit"][:, 0])), presence.numpy(), atol=1e-4)
+            else:
+                _, _, scores = net(torch.from_numpy(x))
+                np.testing.assert_allclose(1 / (1 + np.exp(-np.clip(a["score_logits"][..., 0], -80, 80))), scores.numpy(),
+                                           atol=1e-4)
+
+
+def test_export_without_mediapipe_models_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnx")
+    import stream.torch_tracking as tt
+    from export.onnx import main as export_main
+
+    def missing(name, model_dir=None):
+        raise ModelError(f"mediapipe's {name} was not found: install mediapipe==0.10.21")
+    monkeypatch.setattr(tt, "mediapipe_model_path", missing)
+    assert export_main(["--models", "face_mesh", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: mediapipe's")
+    assert not any(tmp_path.iterdir())
