@@ -186,6 +186,10 @@ def real_inputs_np(name: str, batch: int = 4, seed: int = 0) -> dict[str, np.nda
         n = ANALYSER["input_size"]
         return {"image": np.stack([to_chw(cv2.resize(f["crop"], (n, n), interpolation=cv2.INTER_AREA))
                                    for f in faces])}
+    if name in FACE_MODELS:       # RGB, 192 px; the detector's range is [-1, 1]
+        crops = np.stack([to_chw(cv2.resize(f["crop"], (192, 192), interpolation=cv2.INTER_AREA)[..., ::-1])
+                          for f in faces])
+        return {"image": crops * 2 - 1 if name == "face_detector" else crops}
     if name not in CONTRACTS:
         raise KeyError(name)
     size = 256 if name.endswith("hq") else 128
@@ -377,7 +381,7 @@ def main(argv=None) -> int:
             print(f"error: no checkpoint {ckpt}; train it first (python -m training.train)", file=sys.stderr)
             return 2
     for name in args.models:
-        real = real_inputs(name, args.real_batch) if args.real_batch > 0 and name not in FACE_MODELS else None
+        real = real_inputs(name, args.real_batch) if args.real_batch > 0 else None
         try:
             model = load_face_model(name) if name in FACE_MODELS else load_from_checkpoint(name, args.checkpoints)
             side = export_model(name, model, args.out / f"{name}.onnx", real_inputs=real, simplify=args.simplify)
