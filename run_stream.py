@@ -155,7 +155,8 @@ def run(args) -> int:
                 raise ModelError(f"--device {args.device} needs PyTorch with CUDA "
                                  f"(pip install .[train]): {exc}") from None
             tracker = "torch" if args.tracker == "auto" else args.tracker
-            return GpuUnmasker(device=args.device, tracker=tracker, **common)
+            # The pipeline resolves deferred downloads in its output thread: frames overlap.
+            return GpuUnmasker(device=args.device, tracker=tracker, defer_download=True, **common)
         return Unmasker(method=method, backend=args.backend, device=args.device,
                         threads=args.threads, **common)
 

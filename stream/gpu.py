@@ -50,7 +50,7 @@ from stream.errors import ModelError
 from stream.reconstruct import FaceOutput, frame_to_window, landmark_map_for
 from stream.unmasker import Unmasker
 
-__all__ = ["TorchFrameReconstructor", "InpaintJob", "GpuUnmasker", "make_gpu_unmasker", "cv2_to_theta",
+__all__ = ["TorchFrameReconstructor", "PendingFrame", "InpaintJob", "GpuUnmasker", "make_gpu_unmasker", "cv2_to_theta",
            "warp_affine", "load_module"]
 
 
@@ -186,6 +186,38 @@ class _Pinned:
     def record(self, device: torch.device):
         self.event = torch.cuda.Event()
         self.event.record(torch.cuda.current_stream(device))
+
+
+class PendingFrame:
+    """A finished frame on its way from the device to host memory.
+
+    The copy runs on a side stream, after the work that made the frame and concurrently with the next
+    frame's: with the pipeline's queue between inference and output this keeps several frames in
+    flight (one computing, others downloading). `result()` waits for this frame's copy only and
+    returns the (H, W, 3) uint8 array (pinned memory, kept alive by the array).
+    """
+
+    def __init__(self, frame: torch.Tensor, stream):
+        self.shape = tuple(frame.shape)
+        if frame.device.type != "cuda":
+            self._host, self._event = frame.numpy().copy(), None
+            return
+        stream.wait_stream(torch.cuda.current_stream(frame.device))
+        with torch.cuda.stream(stream):
+            with torch.inference_mode(False):
+                host = torch.empty(frame.shape, dtype=frame.dtype, pin_memory=True)   # torch caches these
+            host.copy_(frame, non_blocking=True)
+            frame.record_stream(stream)     # its memory is not reused before the copy has read it
+            self._event = torch.cuda.Event()
+            self._event.record(stream)
+        self._host = host
+
+    def result(self) -> np.ndarray:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+            self._host = self._host.numpy()
+        return self._host
 
 
 class TorchFrameReconstructor:
@@ -468,13 +500,15 @@ class GpuUnmasker(Unmasker):
     Landmark and mask smoothing and the `Face` fields stay on the CPU as in `Unmasker`;
     the frame is uploaded once per `process` call and downloaded once
     (only when a face was redrawn; never with `as_tensor=True`). `tracker`: "torch" tracks on the
-    device (`stream.torch_tracking`), "mediapipe" on the CPU. `device="cpu"` runs the same
+    device (`stream.torch_tracking`), "mediapipe" on the CPU. `defer_download`: a redrawn frame's
+    `Result.image` is a `PendingFrame` (call `.result()`) whose download overlaps the next frame's
+    work; the Pipeline resolves these in its output thread. `device="cpu"` runs the same
     torch code in fp32 (for tests). Other keyword arguments are `Unmasker`'s.
     """
 
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
                  weights_dir: str | Path | None = None, tracker: str = "torch", cuda_graphs: bool = True,
-                 **kwargs):
+                 defer_download: bool = False, **kwargs):
         method = kwargs.pop("method", "model")
         if method not in ("model", "auto"):
             raise ValueError(f"GpuUnmasker runs the models; method {method!r} is the plain Unmasker's")
@@ -486,6 +520,8 @@ class GpuUnmasker(Unmasker):
                                            dilate_px=self.dilate_px, feather_px=self.feather_px,
                                            cuda_graphs=cuda_graphs)
         self.cuda_graphs = cuda_graphs
+        self.defer_download = defer_download
+        self._download_stream = torch.cuda.Stream(self.gpu.device) if self.gpu.cuda and defer_download else None
         self.gpu.warm_up(self.max_faces)
         self.reconstructor = _DeviceReconstructor(self, self.gpu)
         self.method = "model"
@@ -534,7 +570,12 @@ class GpuUnmasker(Unmasker):
              for inp, ana, mask_crop, gender_p in jobs],
             inplace=True)                      # the upload belongs to this call: no second device copy
         self._frame_np = None                  # it no longer holds the input frame
-        out = dev if self._as_tensor else self.gpu.download(dev)
+        if self._as_tensor:
+            out = dev
+        elif self.defer_download:
+            out = PendingFrame(dev, self._download_stream)
+        else:
+            out = self.gpu.download(dev)
         # Crop, nets, blend and the download together (they overlap on the device); with as_tensor
         # nothing waits for the device here, so this is the launch time only.
         return out, (time.perf_counter() - t) * 1e3

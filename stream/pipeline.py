@@ -257,6 +257,12 @@ class Pipeline:
                     break
                 frame, res = item
                 t = time.perf_counter()
+                if hasattr(res.image, "result"):
+                    # A GPU frame still downloading (stream.gpu.PendingFrame): inference is already
+                    # on the next frame; wait for this copy only.
+                    res.image = res.image.result()
+                    frame.stages["download"] = (time.perf_counter() - t) * 1e3
+                    t = time.perf_counter()
                 for sink in self.sinks:
                     sink.write(frame, res.image)
                 frame.stages["encode"] = (time.perf_counter() - t) * 1e3

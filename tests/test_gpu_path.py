@@ -423,3 +423,29 @@ def test_cuda_unmasker_end_to_end(cuda_unmasker, cpu_gpu_unmasker):
     np.testing.assert_array_equal(t.cpu().numpy(), res.image)
     frames = [cuda_unmasker.process(img, timestamp_ms=40 * i).image for i in range(3)]   # video mode
     assert all(f.shape == img.shape for f in frames)
+
+
+def test_pending_frame_on_the_cpu_is_a_plain_copy():
+    from stream.gpu import PendingFrame
+
+    t = torch.arange(24, dtype=torch.uint8).reshape(2, 4, 3)
+    p = PendingFrame(t, None)
+    t.zero_()                                         # the pending result no longer depends on it
+    assert p.shape == (2, 4, 3) and p.result()[1, 3, 2] == 23
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_deferred_download_gives_the_same_frames(cuda_unmasker, weights_dir):
+    from stream.gpu import PendingFrame
+
+    img = masked_astronaut()[0]
+    frames = [img, np.ascontiguousarray(img[:, ::-1]), img]
+    with GpuUnmasker(device="cuda", precision="fp16", weights_dir=weights_dir, defer_download=True) as deferred:
+        cuda_unmasker.reset()
+        pending = [deferred.process(f, timestamp_ms=40 * i) for i, f in enumerate(frames)]   # all in flight
+        want = [cuda_unmasker.process(f, timestamp_ms=40 * i).image for i, f in enumerate(frames)]
+    assert any(isinstance(r.image, PendingFrame) for r in pending)
+    for r, w in zip(pending, want):
+        got = r.image.result() if isinstance(r.image, PendingFrame) else r.image
+        np.testing.assert_array_equal(got, w)

@@ -178,3 +178,41 @@ def test_drop_oldest_queue_counts_and_keeps_the_newest():
 def test_mode_can_be_forced():
     src = ListSource(5)
     assert Pipeline(src, [], FakeUnmasker, mode=Mode.LIVE).mode is Mode.LIVE
+
+
+class SlowDownload:
+    """Stands in for stream.gpu.PendingFrame: the image arrives only when `result()` is called."""
+
+    def __init__(self, image, delay_s, spans):
+        self.image, self.delay_s, self.spans = image, delay_s, spans
+
+    def result(self):
+        t0 = time.monotonic()
+        time.sleep(self.delay_s)
+        self.spans[("download", int(self.image[0, 0, 0]))] = (t0, time.monotonic())
+        return self.image
+
+
+class DeferringUnmasker(FakeUnmasker):
+    def __init__(self, spans, **kw):
+        super().__init__(**kw)
+        self.spans = spans
+
+    def process(self, image, timestamp_ms=None):
+        t0 = time.monotonic()
+        res = super().process(image, timestamp_ms)
+        self.spans[("process", int(res.image[0, 0, 0]))] = (t0, time.monotonic())
+        res.image = SlowDownload(res.image, 0.01, self.spans)
+        return res
+
+
+def test_deferred_downloads_overlap_the_next_frames_and_reach_the_sinks_as_arrays():
+    spans = {}
+    src, sink = ListSource(30), MemorySink()
+    stats = run_bounded(Pipeline(src, [sink], lambda: DeferringUnmasker(spans, delay_s=0.01)))["stats"]
+    assert stats.frames_out == 30 and [f[2] for f in sink.frames] == [(i % 256) + 1 for i in range(30)]
+    assert stats.stages["download"]["n"] == 30
+    # Frames in flight: frame v+1 was being processed while frame v was downloading.
+    overlaps = sum(min(spans[("download", v)][1], spans[("process", v + 1)][1])
+                   > max(spans[("download", v)][0], spans[("process", v + 1)][0]) for v in range(1, 30))
+    assert overlaps >= 15, overlaps
