@@ -217,6 +217,10 @@ class Runner:
 
     # -- helpers
     def unmasker(self, setup: Setup):
+        if setup.method == "model" and (setup.device or "").startswith("cuda") and setup.backend in ("auto", "torch"):
+            # What run_stream.py --device cuda runs: the GPU-resident path, downloads overlapping.
+            from stream.gpu import GpuUnmasker
+            return GpuUnmasker(device=setup.device, max_faces=setup.max_faces, defer_download=True)
         from stream import Unmasker
         return Unmasker(method=setup.method, backend=setup.backend if setup.method == "model" else "auto",
                         device=setup.device, max_faces=setup.max_faces, threads=setup.threads)
@@ -308,6 +312,8 @@ class Runner:
                     ts = ts if ts > last_ts else last_ts + 1e-3
                     last_ts = ts
                     res = um.process(frame.image, timestamp_ms=ts)
+                    if hasattr(res.image, "result"):          # a GPU frame still downloading
+                        res.image = res.image.result()
                     tc = time.perf_counter()
                     for sink in sinks:
                         sink.write(frame, res.image)
