@@ -211,6 +211,9 @@ class TfliteGraph(nn.Module):
             if role == "depthwise_weight":            # 1HW(C*M) -> (C*M)1HW
                 return v.transpose(3, 0, 1, 2)
             if role == "channel_vector":              # (..., C) broadcast against NCHW
+                if v.size > 1 and v.size != v.shape[-1]:
+                    raise UnsupportedGraph(f"constant {tid} of shape {v.shape}: only per-channel or scalar "
+                                           "constants are supported in 4-D ADD / MUL / PRELU")
                 return v.reshape(-1)[None, :, None, None] if v.size > 1 else v.reshape(())
             return v
         return value
