@@ -50,8 +50,8 @@ from stream.errors import ModelError
 from stream.reconstruct import FaceOutput, frame_to_window, landmark_map_for
 from stream.unmasker import Unmasker
 
-__all__ = ["TorchFrameReconstructor", "PendingFrame", "InpaintJob", "GpuUnmasker", "make_gpu_unmasker", "cv2_to_theta",
-           "warp_affine", "load_module"]
+__all__ = ["TorchFrameReconstructor", "PendingFrame", "InpaintJob", "GpuUnmasker", "make_gpu_unmasker",
+           "cv2_to_theta", "warp_affine", "load_module"]
 
 
 # -- cv2 matrices -> affine_grid thetas ------------------------------------------------------------
