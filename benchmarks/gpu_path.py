@@ -139,11 +139,10 @@ def run_setup(setup: str, frames: list, device: str, warmup: int) -> dict:
             found += bool(res.faces)
             for k in STAGES:
                 stages[k].append(res.timings_ms.get(k, 0.0))
-        measured_n = len(measured)
         total = time.perf_counter() - t_start
         out = {"fps": len(measured) / total, "frame_ms": _times(times),
                "stages_ms": {k: sum(v) / len(v) for k, v in stages.items()},
-               "faces_found": found / measured_n}
+               "faces_found": found / len(measured)}
         if on_cuda:
             out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         return out
@@ -153,13 +152,10 @@ def run_setup(setup: str, frames: list, device: str, warmup: int) -> dict:
 
 def run_tracker(kind: str, frames: list, device: str, warmup: int) -> dict:
     """One tracker alone (VIDEO mode) on the same frames: its ceiling on the frame rate."""
-    from stream.tracking import FaceTracker, RunningMode
+    from benchmarks.detection import make_tracker
+    from stream.tracking import RunningMode
 
-    if kind == "mediapipe":
-        tracker = FaceTracker(RunningMode.VIDEO)
-    else:
-        from stream.torch_tracking import TorchFaceTracker
-        tracker = TorchFaceTracker(RunningMode.VIDEO, device=device)
+    tracker = make_tracker(kind, RunningMode.VIDEO, 1, device)
     try:
         for i in range(warmup):
             tracker.process(frames[i % len(frames)])

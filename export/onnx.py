@@ -76,8 +76,7 @@ CONTRACTS["face_mesh"] = {
         "face_logit": "N,1 face presence logit (sigmoid -> tracking confidence)",
     },
 }
-FACE_MODELS = {"face_detector": ("face_detection/face_detection_full_range_sparse.tflite", ("Identity", "Identity_1")),
-               "face_mesh": ("face_landmark/face_landmark.tflite", ("conv2d_21", "conv2d_31"))}
+FACE_MODELS = ("face_detector", "face_mesh")      # mediapipe's (models.spec.MEDIAPIPE_NETS)
 
 SIMPLIFY_MISSING = "onnxsim is not installed (pip install onnxsim): exporting without simplification"
 
@@ -309,9 +308,10 @@ def export_model(name: str, model, path: Path, real_inputs=None, simplify: bool 
                "parity_tolerance": tolerance,
                "params": int(sum(p.numel() for p in model.parameters())), "simplified": simplified}
     if name in FACE_MODELS:
+        from models.spec import MEDIAPIPE_NETS
         sidecar.update(normalisation=("RGB, pixels / 127.5 - 1" if name == "face_detector" else "RGB, pixels / 255"),
                        params=int(sum(b.numel() for b in model.buffers())),
-                       source=f"mediapipe 0.10.21 modules/{FACE_MODELS[name][0]} (Apache-2.0, Google)")
+                       source=f"mediapipe 0.10.21 modules/{MEDIAPIPE_NETS[name]['file']} (Apache-2.0, Google)")
     else:
         pt_path = path.with_suffix(".pt")
         sidecar["state_dict"] = {"file": pt_path.name, "sha256": save_state_dict(model, pt_path)}
@@ -322,28 +322,9 @@ def export_model(name: str, model, path: Path, real_inputs=None, simplify: bool 
 
 
 def load_face_model(name: str, model_dir: Path | None = None):
-    """mediapipe's network `name` (FACE_MODELS) as a torch module with the CONTRACTS outputs."""
-    import torch
-    from models.tflite_graph import TfliteGraph
-    from stream.torch_tracking import mediapipe_model_path
-
-    file, tflite_outputs = FACE_MODELS[name]
-    graph = TfliteGraph.from_file(mediapipe_model_path(file, model_dir)).eval()
-    order = [graph.output_names.index(n) for n in tflite_outputs]
-
-    class FaceModel(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.graph = graph
-
-        def forward(self, image):
-            outs = self.graph(image)
-            a, b = outs[order[0]], outs[order[1]]
-            if name == "face_mesh":               # (N,1,1,1404), (N,1,1,1) -> (N,468,3), (N,1)
-                return a.reshape(-1, 468, 3), b.reshape(-1, 1)
-            return a, b
-
-    return FaceModel().eval()
+    """mediapipe's network `name` as the torch module the GPU tracker runs, with the CONTRACTS outputs."""
+    from stream.torch_tracking import load_face_net
+    return load_face_net(name, model_dir)
 
 
 def load_from_checkpoint(name: str, checkpoints: Path | None = None):

@@ -18,6 +18,14 @@ ANALYSER = {"input_size": 128}
 # covering (nose bridge to below the chin); x0, y0, side in canonical pixels.
 INPAINT_WINDOW = (40, 80, 176)
 
+# mediapipe's networks run by the GPU tracker and exported for the engines: the .tflite file inside
+# the wheel's modules/ folder and its two output tensors, in the order the contracts name them.
+MEDIAPIPE_NETS = {
+    "face_detector": {"file": "face_detection/face_detection_full_range_sparse.tflite",
+                      "outputs": ("Identity", "Identity_1")},
+    "face_mesh": {"file": "face_landmark/face_landmark.tflite", "outputs": ("conv2d_21", "conv2d_31")},
+}
+
 INPAINTER_PRESETS = {
     "fast": {"size": 128, "channels": (24, 48, 96), "dilations": (1, 2, 4, 8, 1)},
     "hq": {"size": 256, "channels": (32, 64, 128), "dilations": (1, 2, 4, 8, 1, 2)},

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.spec import MEDIAPIPE_NETS
 from stream.errors import ModelError
-from stream.tracking import FaceTracker, RunningMode, iou
+from stream.tracking import FaceTracker, RunningMode, detection_regions, iou, merge_detections
 
-__all__ = ["TorchFaceTracker", "mediapipe_model_path", "FaceDetectorNet", "FaceMeshNet"]
+__all__ = ["TorchFaceTracker", "mediapipe_model_path", "load_face_net", "FaceDetectorNet", "FaceMeshNet"]
 
-DETECTOR_FILE = "face_detection/face_detection_full_range_sparse.tflite"
-MESH_FILE = "face_landmark/face_landmark.tflite"
+DETECTOR_FILE = MEDIAPIPE_NETS["face_detector"]["file"]
+MESH_FILE = MEDIAPIPE_NETS["face_mesh"]["file"]
 DETECTOR_SIZE = 192
 MESH_SIZE = 192
 ROI_SCALE = 1.5
@@ -91,33 +92,57 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, t
     return out
 
 
-class _TfliteNet:
-    """A mediapipe .tflite network as a torch module on `device` (fp16 on CUDA unless told otherwise)."""
+class _FaceNet(torch.nn.Module):
+    """A mediapipe network with its outputs as the contracts (export.onnx.CONTRACTS) name them:
+    the detector -> (regressors (N, 2304, 16), score_logits (N, 2304, 1)); the mesh -> (landmarks
+    (N, 468, 3), face_logit (N, 1)). The tracker runs it; the ONNX export exports it."""
 
-    file = ""
+    def __init__(self, name: str, graph):
+        super().__init__()
+        self.name = name
+        self.graph = graph
+        self._order = [graph.output_names.index(n) for n in MEDIAPIPE_NETS[name]["outputs"]]
+
+    def forward(self, image):
+        outs = self.graph(image)
+        a, b = outs[self._order[0]], outs[self._order[1]]
+        if self.name == "face_mesh":               # (N,1,1,1404), (N,1,1,1) -> (N,468,3), (N,1)
+            return a.reshape(-1, 468, 3), b.reshape(-1, 1)
+        return a, b
+
+
+def load_face_net(name: str, model_dir=None) -> _FaceNet:
+    """mediapipe's `name` network (models.spec.MEDIAPIPE_NETS) as an eval-mode CPU fp32 module."""
+    from models.tflite_graph import TfliteGraph, UnsupportedGraph
+
+    try:
+        graph = TfliteGraph.from_file(mediapipe_model_path(MEDIAPIPE_NETS[name]["file"], model_dir))
+    except UnsupportedGraph as e:
+        raise ModelError(str(e)) from None
+    return _FaceNet(name, graph).eval()
+
+
+class _TfliteNet:
+    """A mediapipe network on `device` (fp16 on CUDA unless told otherwise), as a CUDA graph there."""
+
+    name = ""
 
     def __init__(self, device: str = "cpu", precision: str | None = None, model_dir=None,
                  cuda_graphs: bool = True):
-        from models.tflite_graph import TfliteGraph, UnsupportedGraph
-
-        try:
-            net = TfliteGraph.from_file(mediapipe_model_path(self.file, model_dir))
-        except UnsupportedGraph as e:
-            raise ModelError(str(e)) from None
+        net = load_face_net(self.name, model_dir)
         self.device = torch.device(device)
         precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.net = net.eval().to(self.device, self.dtype)
+        self.net = net.to(self.device, self.dtype)
         if self.device.type == "cuda" and cuda_graphs:
             from engines.cuda_graph import CudaGraphed
             self.net = CudaGraphed(self.net)     # ~70 layers of tiny kernels: one graph launch
-        self.output_names = net.output_names
 
 
 class FaceDetectorNet(_TfliteNet):
     """Full-range BlazeFace: (N, 3, 192, 192) RGB in [-1, 1] -> boxes, keypoints and scores."""
 
-    file = DETECTOR_FILE
+    name = "face_detector"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -127,29 +152,25 @@ class FaceDetectorNet(_TfliteNet):
     def __call__(self, x: torch.Tensor):
         """Decoded, in normalised letterbox coordinates: boxes (N, A, 4) x0 y0 x1 y1, keypoints (N, A, 6, 2),
         scores (N, A); float32."""
-        outs = dict(zip(self.output_names, self.net(x.to(self.dtype))))
-        raw = outs["Identity"].float()                      # (N, 2304, 16): x y w h, then 6 keypoints
-        logits = outs["Identity_1"].float()[..., 0]
-        raw = raw / DETECTOR_SIZE
+        regressors, logits = self.net(x.to(self.dtype))
+        raw = regressors.float() / DETECTOR_SIZE          # (N, 2304, 16): x y w h, then 6 keypoints
         centre = raw[..., :2] + self.anchors
         half = raw[..., 2:4] / 2
         boxes = torch.cat([centre - half, centre + half], -1)
         keypoints = raw[..., 4:].reshape(*raw.shape[:2], 6, 2) + self.anchors[:, None]
-        return boxes, keypoints, torch.sigmoid(logits.clamp(-100, 100))
+        return boxes, keypoints, torch.sigmoid(logits.float()[..., 0].clamp(-100, 100))
 
 
 class FaceMeshNet(_TfliteNet):
     """The 468-point face mesh: (N, 3, 192, 192) RGB in [0, 1] -> landmarks (N, 468, 3) in crop pixels
     and face presence (N,)."""
 
-    file = MESH_FILE
+    name = "face_mesh"
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor):
-        outs = dict(zip(self.output_names, self.net(x.to(self.dtype))))
-        landmarks = outs["conv2d_21"].float().reshape(len(x), 468, 3)
-        presence = torch.sigmoid(outs["conv2d_31"].float().reshape(-1))
-        return landmarks, presence
+        landmarks, face_logit = self.net(x.to(self.dtype))
+        return landmarks.float(), torch.sigmoid(face_logit.float().reshape(-1))
 
 
 def roi_from_points(points: np.ndarray, start: np.ndarray, end: np.ndarray, scale: float = ROI_SCALE):
@@ -201,7 +222,6 @@ class TorchFaceTracker(FaceTracker):
     def _build(self, mode, max_faces, min_detection_confidence):
         self.detector = FaceDetectorNet(self.device, self._precision, self._model_dir, self.cuda_graphs)
         self.mesh = FaceMeshNet(self.device, self._precision, self._model_dir, self.cuda_graphs)
-        self._anchors = _full_range_anchors()
         if self.device.type == "cuda":
             # Capture the graphs now, not on the frame that first needs them: the mesh for 1..max_faces
             # ROIs, the detector for a frame alone (1) and a landscape / portrait frame with tiles (4).
@@ -302,22 +322,10 @@ class TorchFaceTracker(FaceTracker):
                     box = (box.reshape(2, 2) - 0.5) * side + centre
                     kp = ((kp - 0.5) * side + centre).astype(np.float32)
                     found.append((tuple(int(v) for v in np.round(box.ravel())), kp, score))
-        found.sort(key=lambda d: -d[2])
-        kept = []
-        for d in found:
-            if all(iou(d[0], k[0]) < NMS_IOU for k in kept):
-                kept.append(d)
-        return kept
+        return merge_detections(found)
 
     def _run_detector(self, image):
-        """The frame and, for wide or tall frames, overlapping square tiles of it, in one batch."""
+        """FaceTracker's regions (the frame, square tiles of wide or tall frames), in one batch."""
         self.stats["detector_runs"] += 1
         h, w = image.shape[-2:]
-        regions = [(0, 0, w, h)]
-        side = min(h, w)
-        if max(h, w) > 1.2 * side:
-            n = int(np.ceil(max(h, w) / side)) + 1
-            for k in range(n):
-                off = int(round(k * (max(h, w) - side) / (n - 1)))
-                regions.append((off, 0, off + side, h) if w > h else (0, off, w, off + side))
-        return self.detect(image, regions)
+        return self.detect(image, detection_regions(h, w))

@@ -96,6 +96,30 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def detection_regions(h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """Where the detector looks: the whole frame, then for wide or tall frames overlapping square
+    tiles (the frame's short side). The detector sees a 192 px square: in a wide frame a masked face
+    shrinks below what it can find, so the tiles give it the face at a larger scale."""
+    regions = [(0, 0, w, h)]
+    side = min(h, w)
+    if max(h, w) > 1.2 * side:
+        n = int(np.ceil(max(h, w) / side)) + 1
+        for k in range(n):
+            off = int(round(k * (max(h, w) - side) / (n - 1)))
+            regions.append((off, 0, off + side, h) if w > h else (0, off, w, off + side))
+    return regions
+
+
+def merge_detections(found: list) -> list:
+    """(box, keypoints, score) detections from overlapping regions: the best of each overlapping
+    group (IoU >= 0.3), best first."""
+    kept = []
+    for d in sorted(found, key=lambda d: -d[2]):
+        if all(iou(d[0], k[0]) < 0.3 for k in kept):
+            kept.append(d)
+    return kept
+
+
 class FaceTracker:
     def __init__(self, mode: RunningMode = RunningMode.VIDEO, max_faces: int = 1,
                  min_detection_confidence: float = 0.5, redetect_every: int = 10,
@@ -169,28 +193,12 @@ class FaceTracker:
         return out
 
     def _run_detector(self, rgb) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
-        """Full-range BlazeFace on the frame, then on overlapping square tiles of it.
-
-        The detector sees a 192 px square: in a wide frame a masked face shrinks
-        below what it can find, so square tiles (the frame's height) give it
-        the face at a larger scale. Overlapping detections are merged.
-        """
+        """Full-range BlazeFace on the frame, then on overlapping square tiles of it (detection_regions)."""
         self.stats["detector_runs"] += 1
-        found = self._detect_in(rgb, 0, 0)
-        h, w = rgb.shape[:2]
-        side = min(h, w)
-        if max(h, w) > 1.2 * side:
-            n = int(np.ceil(max(h, w) / side)) + 1
-            for k in range(n):
-                off = int(round(k * (max(h, w) - side) / (n - 1)))
-                tile = rgb[:, off:off + side] if w > h else rgb[off:off + side]
-                found += self._detect_in(tile, off if w > h else 0, 0 if w > h else off)
-        found.sort(key=lambda d: -d[2])
-        kept = []
-        for d in found:
-            if all(iou(d[0], k[0]) < 0.3 for k in kept):
-                kept.append(d)
-        return kept
+        found = []
+        for x0, y0, x1, y1 in detection_regions(*rgb.shape[:2]):
+            found += self._detect_in(rgb[y0:y1, x0:x1], x0, y0)
+        return merge_detections(found)
 
     def _mesh_on_crop(self, rgb, box, keypoints=None) -> np.ndarray | None:
         """The face mesh on an upscaled crop around a detection (found faces get real landmarks).
