@@ -48,10 +48,12 @@ def yaw_bin(y: float) -> str:
 
 
 class Models:
-    def __init__(self, backend="onnxruntime", preset="fast"):
+    def __init__(self, backend="onnxruntime", preset="fast", weights: Path | None = None):
+        """The shipped models, or the candidates in `weights` (a folder of .onnx files)."""
         from engines import create_runner
-        self.analyser = create_runner("analyser", backend=backend)
-        self.inpainter = create_runner(f"inpainter_{preset}", backend=backend)
+        pick = lambda name: (weights / f"{name}.onnx") if weights and (weights / f"{name}.onnx").exists() else name
+        self.analyser = create_runner(pick("analyser"), backend=backend)
+        self.inpainter = create_runner(pick(f"inpainter_{preset}"), backend=backend)
 
     def analyse(self, images: list[np.ndarray]):
         x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255
@@ -372,12 +374,25 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N faces (quick runs)")
     ap.add_argument("--only", choices=["analyser", "inpainter", "all"], default="all")
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="evaluate the .onnx candidates in this folder instead of the shipped ones")
+    ap.add_argument("--real", action="store_true",
+                    help="the real-world evaluation (training/evaluate_real.py): the held-out real split, "
+                         "by skin tone, gender, race, age, yaw and covering; writes metrics_real.json")
     args = ap.parse_args(argv)
     if not (ROOT / "data" / "cache" / "meta.npz").exists():
         print("error: no prepared data; run python -m training.data.prepare first", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    models = Models(preset=args.preset)
+    models = Models(preset=args.preset, weights=args.weights)
+    if args.real:
+        from training.evaluate_real import run, to_markdown as real_markdown
+        try:
+            print(real_markdown(run(models, args.out, args.limit, args.preset)))
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     faces = FaceCache(args.split, limit=args.limit)
     maker = SampleMaker(faces, train=False)
     metrics = {"split": args.split, "n_faces": len(faces)}

@@ -82,7 +82,14 @@ class Trainer:
 
     def batch_indices(self, n):
         rng = np.random.default_rng((self.args.seed, self.step))
-        return rng.integers(0, len(self.train_faces), n)
+        if not self.args.dataset_weights:
+            return rng.integers(0, len(self.train_faces), n)
+        if not hasattr(self, "_sample_p"):
+            # Per-face sampling weights from per-dataset ones (e.g. the diverse faces twice as often).
+            w = dict(kv.split("=") for kv in self.args.dataset_weights)
+            p = np.array([float(w.get(d, 1.0)) for d in self.train_faces.dataset])
+            self._sample_p = p / p.sum()
+        return rng.choice(len(self.train_faces), n, p=self._sample_p)
 
     def run(self):
         args = self.args
@@ -125,7 +132,8 @@ class AnalyserTrainer(Trainer):
             self.opt.load_state_dict(state["opt"])
         elif args.init_from:
             # Warm start: take every weight whose name and shape still match.
-            src = torch.load(args.init_from, map_location="cpu", weights_only=True)["model"]
+            src = torch.load(args.init_from, map_location="cpu", weights_only=True)
+            src = src.get("model", src)  # a checkpoint, or a plain state dict (models/weights/*.pt)
             own = self.model.state_dict()
             keep = {k: v for k, v in src.items()
                     if k in own and v.shape == own[k].shape and not k.startswith(tuple(args.init_skip))}
@@ -178,7 +186,7 @@ class AnalyserTrainer(Trainer):
         g_ok = y_g >= 0
         g_loss = (F.binary_cross_entropy_with_logits(g_logit[g_ok], y_g[g_ok])
                   if g_ok.any() else torch.zeros((), device=self.device))
-        loss = bce + dice.mean() + 20 * lm_loss + 0.5 * g_loss
+        loss = bce + dice.mean() + 20 * lm_loss + args.gender_weight * g_loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
@@ -212,7 +220,7 @@ class AnalyserTrainer(Trainer):
 
     def export(self):
         from export.onnx import export_model
-        path = ROOT / "models" / "weights" / "analyser.onnx"
+        path = self.args.export_dir / "analyser.onnx"
         export_model("analyser", self.model.cpu().eval(), path)
         self.model.to(self.device)
         print(f"exported {path}", file=sys.stderr)
@@ -248,6 +256,12 @@ class InpainterTrainer(Trainer):
             self.D.load_state_dict(state["D"])
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_d.load_state_dict(state["opt_d"])
+        elif args.init_from:
+            # Warm start the generator (a checkpoint's "G", or a plain state dict such as the
+            # shipped models/weights/inpainter_fast.pt); the discriminator starts fresh.
+            src = torch.load(args.init_from, map_location="cpu", weights_only=True)
+            self.G.load_state_dict(src.get("G", src))
+            print(f"warm start of the generator from {args.init_from}", file=sys.stderr)
 
     def make_batch(self, samples, noisy: bool):
         rng = np.random.default_rng((self.args.seed, self.step, 3))
@@ -344,7 +358,7 @@ class InpainterTrainer(Trainer):
     def export(self):
         from export.onnx import export_model
         name = f"inpainter_{self.preset}"
-        path = ROOT / "models" / "weights" / f"{name}.onnx"
+        path = self.args.export_dir / f"{name}.onnx"
         export_model(name, self.G.cpu().eval(), path)
         self.G.to(self.device)
         print(f"exported {path}", file=sys.stderr)
@@ -374,6 +388,12 @@ def main(argv=None) -> int:
     ap.add_argument("--adv-weight", type=float, default=0.02)
     ap.add_argument("--limit", type=int, default=0, help="use only N training faces (smoke runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset-weights", nargs="*", default=[], metavar="DATASET=W",
+                    help="sample faces of these datasets W times as often (e.g. utkface_extra=2)")
+    ap.add_argument("--gender-weight", type=float, default=0.5, help="analyser: weight of the gender loss")
+    ap.add_argument("--export-dir", type=Path, default=ROOT / "models" / "weights",
+                    help="where improved weights are exported (default: the shipped weights folder; "
+                         "give a candidates folder to promote them only after training.evaluate --real)")
     ap.add_argument("--init-from", type=Path, help="warm start from a checkpoint (matching weights only)")
     ap.add_argument("--init-skip", nargs="*", default=[], metavar="PREFIX",
                     help="parameter name prefixes not taken from --init-from (e.g. fc. landmarks.)")

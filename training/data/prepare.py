@@ -35,13 +35,25 @@ from stream.alignment import CANONICAL_SIZE, UPPER_FACE, ffhq_similarity, fit_si
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def split_of(key: str) -> str:
+# Share of the UTKFace "aligned & cropped" release (mostly Black, Indian and
+# Asian faces) that no model ever trains on: the `real` split that
+# `training.evaluate --real` reports first. It is the evaluation whose faces
+# differ most from the training mix the first models were fitted to.
+REAL_SHARE = 25
+
+
+def split_of(key: str, dataset: str = "") -> str:
     h = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 100
+    if dataset == "utkface_extra":
+        # Its own hash bins: the first REAL_SHARE % are held out for good.
+        if h < REAL_SHARE:
+            return "real"
+        h = (h - REAL_SHARE) * 100 // (100 - REAL_SHARE)
     return "train" if h < 90 else ("val" if h < 95 else "test")
 
 
 def extract(shared: Path, raw: Path) -> None:
-    for tar in ["faces/utkface_200.tar", "faces/celebahq_256.tar", "faces/ffhq_256.tar",
+    for tar in ["faces/utkface_200.tar", "faces/utkface_extra_200.tar", "faces/celebahq_256.tar", "faces/ffhq_256.tar",
                 "masks/maskthefacetemplates.tar", "segmentation/maskedface_seg_train_384.tar",
                 "real/rmfd_dev.tar"]:
         dest = raw / Path(tar).stem
@@ -62,6 +74,15 @@ def list_faces(raw: Path) -> list[dict]:
             continue
         items.append(dict(key=f"utk_{p.stem.split('.')[0]}", path=str(p), dataset="utkface",
                           gender=gender, age=age, parsing=""))
+    # race: 0 White, 1 Black, 2 Asian, 3 Indian, 4 other (UTKFace's own, noisy labels).
+    for p in sorted((raw / "utkface_extra_200").rglob("*.jpg")):
+        parts = p.name.split("_")
+        try:
+            age, gender, race = int(parts[0]), int(parts[1]), int(parts[2])
+        except (ValueError, IndexError):
+            continue
+        items.append(dict(key=f"utkx_{p.stem.split('.')[0]}", path=str(p), dataset="utkface_extra",
+                          gender=gender, age=age, parsing="", race=race))
     celeba = next((raw / "celebahq_256").rglob("images")).parent
     for p in sorted((celeba / "images").glob("*.webp")):
         items.append(dict(key=f"celeba_{p.stem}", path=str(p), dataset="celebahq", gender=-1,
@@ -177,7 +198,8 @@ def main(argv=None) -> int:
              dataset=np.array([it["dataset"] for it in found]),
              gender=np.array([it["gender"] for it in found], np.int8),
              age=np.array([it["age"] for it in found], np.int16),
-             split=np.array([split_of(it["key"]) for it in found]),
+             split=np.array([split_of(it["key"], it["dataset"]) for it in found]),
+             race=np.array([it.get("race", -1) for it in found], np.int8),
              has_parsing=np.array([bool(it["parsing"]) for it in found]),
              landmarks=np.stack(crops_lm).astype(np.float32),
              # Where the original photo lies in the crop (the rest is border fill):

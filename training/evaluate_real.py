@@ -1,0 +1,269 @@
+"""Real-world evaluation: faces of a source no model trains on, broken down by who they are.
+
+    python -m training.evaluate --real [--limit N] [--out runs/eval_real]
+
+The `real` split is a fixed quarter of the UTKFace "aligned & cropped" release
+(`../shared/data/faces/utkface_extra_200.tar`: mostly Black, Indian and Asian faces,
+phone and press photos of every age), chosen by a hash of the file name in
+`training.data.prepare` and never used for training or checkpoint selection by
+`training.train`. It is the set that differs most from the data the first models
+were fitted to. Each face gets a synthetic covering of a fixed kind (cycling
+through every template kind) at the evaluation seed, so the truth under it is known.
+
+Everything is reported overall and by skin tone (ITA° of the visible forehead and
+upper cheeks, Chardon's six bins), gender, UTKFace race label, age group and yaw:
+
+* gender: balanced accuracy of the analyser on the masked face (adults);
+* covering: IoU of the analyser's segmentation with the pasted covering;
+* reconstruction given the true hole: hole PSNR of the inpainter (raw, and with the
+  stream's skin-tone matching, `stream.colour`) next to cv2.inpaint Telea;
+* colour: CIEDE2000 between the mean Lab colour of the reconstructed and the true
+  hole, and the signed L*, a*, b* shifts;
+* identity: cosine between a face embedding the project never trains with (Intel's
+  face-reidentification-retail-0095, `../shared/weights`) of the true face and of the
+  masked input / the reconstruction / Telea, and top-1 identification in a gallery of
+  the true faces (the masked input's upper face matches its gallery photo exactly, so
+  this measures whether a reconstruction adds or removes evidence, not absolute
+  recognition across photos).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.spec import ANALYSER, INPAINTER_PRESETS, draw_landmark_map
+from training.data.dataset import CACHE, FaceCache, SampleMaker
+from training.data.synth import KINDS
+from training.metrics import balanced_accuracy, iou_dice, psnr, _tile
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDING = ROOT.parent / "shared" / "weights" / "face-reidentification-retail-0095.onnx"
+# Chardon's ITA° skin-tone categories (upper bounds exclusive), light to dark.
+ITA_BINS = [(55, 91, "1 very light"), (41, 55, "2 light"), (28, 41, "3 intermediate"),
+            (10, 28, "4 tan"), (-30, 10, "5 brown"), (-91, -30, "6 dark")]
+RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "other"}
+# Visible skin that a covering never reaches: forehead and the cheekbones under the eyes.
+SKIN_POINTS = [151, 108, 337, 9, 117, 346, 118, 347]
+# ArcFace's five-point template (112 px) for the embedding's 128 px input.
+ARCFACE_5 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                      [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) * (128 / 112)
+LEFT_EYE = [33, 133, 160, 159, 158, 144, 145, 153]
+RIGHT_EYE = [362, 263, 387, 386, 385, 373, 374, 380]
+
+
+def ita_degrees(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
+    """Individual Typology Angle of the visible skin (median L*, b* around SKIN_POINTS)."""
+    from skimage.color import rgb2lab
+    mask = np.zeros(crop_bgr.shape[:2], np.uint8)
+    for p in landmarks[SKIN_POINTS]:
+        cv2.circle(mask, (int(round(p[0])), int(round(p[1]))), 6, 1, -1)
+    px = crop_bgr[mask > 0][:, ::-1].reshape(-1, 1, 3)
+    lab = rgb2lab(px).reshape(-1, 3)
+    L, b = np.median(lab[:, 0]), np.median(lab[:, 2])
+    return float(np.degrees(np.arctan2(L - 50.0, b)))
+
+
+def ita_bin(ita: float) -> str:
+    return next((name for lo, hi, name in ITA_BINS if lo <= ita < hi), "6 dark" if ita < 0 else "1 very light")
+
+
+def mean_lab(image_bgr: np.ndarray, where: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2lab
+    px = image_bgr[where][:, ::-1].reshape(-1, 1, 3)
+    return rgb2lab(px).reshape(-1, 3).mean(0)
+
+
+def delta_e(lab_a: np.ndarray, lab_b: np.ndarray) -> float:
+    from skimage.color import deltaE_ciede2000
+    return float(deltaE_ciede2000(lab_a[None], lab_b[None])[0])
+
+
+class Embedder:
+    """The evaluation-only face embedding (never used by training)."""
+
+    def __init__(self, path: Path = EMBEDDING):
+        import onnxruntime as ort
+        if not path.exists():
+            raise FileNotFoundError(f"{path} (the face embedding from ../shared/weights)")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    @staticmethod
+    def five_points(landmarks: np.ndarray) -> np.ndarray:
+        return np.array([landmarks[LEFT_EYE].mean(0), landmarks[RIGHT_EYE].mean(0), landmarks[1],
+                         landmarks[61], landmarks[291]], np.float32)
+
+    def __call__(self, crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        # The subject's right eye is on the image's left: mediapipe's 33 side.
+        m, _ = cv2.estimateAffinePartial2D(self.five_points(landmarks), ARCFACE_5)
+        face = cv2.warpAffine(crop_bgr, m, (128, 128), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        x = face.transpose(2, 0, 1)[None].astype(np.float32)
+        e = self.session.run(None, {"data": x})[0].reshape(-1)
+        return e / max(np.linalg.norm(e), 1e-9)
+
+
+def _paste(crop: np.ndarray, window: np.ndarray, matrix: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    size = crop.shape[0]
+    inv = cv2.invertAffineTransform(matrix)
+    w = cv2.warpAffine(window, inv, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    h = cv2.warpAffine(hole, inv, (size, size), flags=cv2.INTER_LINEAR)
+    out = crop.copy()
+    out[h > 0.5] = w[h > 0.5]
+    return out
+
+
+def _subset(faces: FaceCache, idx: np.ndarray) -> FaceCache:
+    for name in ("keys", "dataset", "gender", "age", "landmarks", "has_parsing", "matrix", "source_hw"):
+        value = getattr(faces, name)
+        if value is not None:
+            setattr(faces, name, value[idx])
+    faces.images = [faces.images[i] for i in idx]
+    return faces
+
+
+def _yaw_bin(yaw: float) -> str:
+    a = abs(yaw)
+    return "frontal" if a < 0.25 else ("~30 deg" if a < 0.6 else "~60 deg")
+
+
+def _age_group(age: int) -> str:
+    return "child <13" if age < 13 else ("13-59" if age < 60 else "60+")
+
+
+def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> dict:
+    """Per-face rows and their breakdowns on the `real` split; writes grids to `out`."""
+    faces = FaceCache("real")
+    if limit and limit < len(faces):
+        # An even stride, not the first N: keys sort by age (UTKFace names start with it).
+        faces = _subset(faces, np.linspace(0, len(faces) - 1, limit).round().astype(int))
+    if not len(faces):
+        raise FileNotFoundError("no faces in the real split: run python -m training.data.prepare "
+                                "(it holds out part of utkface_extra_200.tar)")
+    meta = np.load(CACHE / "meta.npz")
+    race_of = dict(zip(meta["keys"].tolist(), meta["race"].tolist())) if "race" in meta else {}
+    maker = SampleMaker(faces, train=False)
+    embed = Embedder()
+    size = INPAINTER_PRESETS[preset]["size"]
+    a_size = ANALYSER["input_size"]
+    rows, grid = [], []
+    for start in range(0, len(faces), 32):
+        idx = list(range(start, min(start + 32, len(faces))))
+        kinds = [KINDS[i % len(KINDS)] for i in idx]
+        a_samples = [maker.analyser_sample(i, 0, kind=k) for i, k in zip(idx, kinds)]
+        probs, genders, _ = models.analyse([s["image"] for s in a_samples])
+        samples = [maker.inpainter_sample(i, 0, preset, kind=k) for i, k in zip(idx, kinds)]
+        maps = [draw_landmark_map(s["landmarks"], size) for s in samples]
+        # The inpainter is guided by the analyser's gender, as in the product.
+        outs = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples], maps,
+                              [float(g) for g in genders])
+        for i, a, p, g, s, o in zip(idx, a_samples, probs, genders, samples, outs):
+            crop, lm = faces.images[i], faces.landmarks[i]
+            hole = s["hole"] > 0.5
+            telea = cv2.inpaint(s["image"], hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+            truth_lab = mean_lab(s["target"], hole)
+            ita = ita_degrees(crop, lm)
+            e_true = embed(crop, lm)
+            row = dict(key=str(faces.keys[i]), kind=s["kind"], gender=int(faces.gender[i]),
+                       age=int(faces.age[i]), race=RACES.get(race_of.get(str(faces.keys[i]), -1), "?"),
+                       ita=ita, skin=ita_bin(ita), yaw=_yaw_bin(s["yaw"]),
+                       iou=iou_dice(p, a["mask"])[0], pred_gender=int(g > 0.5), p_female=float(g))
+            for name, img in (("ours", o), ("telea", telea), ("masked", s["image"])):
+                if name != "masked":
+                    row[f"psnr_{name}"] = psnr(img, s["target"], s["hole"])
+                    lab = mean_lab(img, hole)
+                    row[f"de_{name}"] = delta_e(lab, truth_lab)
+                    row[f"dL_{name}"], row[f"da_{name}"], row[f"db_{name}"] = (lab - truth_lab).tolist()
+                full = _paste(crop, img, s["matrix"], s["hole"])
+                e = embed(full, lm)
+                row[f"cos_{name}"] = float(e @ e_true)
+                row[f"emb_{name}"] = e
+            row["emb_true"] = e_true
+            rows.append(row)
+            if len(grid) < 30 and i % max(1, len(faces) // 30) == 0:
+                grid.append(np.hstack([s["image"], o, telea, s["target"]]))
+    if grid:
+        cv2.imwrite(str(out / "real_grid.png"), _tile(grid, 3))
+    return summarise(rows)
+
+
+def _top1(rows: list[dict], name: str) -> float:
+    """Identification: is each face's embedding nearest to its own true face in the gallery?"""
+    gallery = np.stack([r["emb_true"] for r in rows])
+    queries = np.stack([r[f"emb_{name}"] for r in rows])
+    return float((np.argmax(queries @ gallery.T, axis=1) == np.arange(len(rows))).mean())
+
+
+def _group_stats(rows: list[dict]) -> dict:
+    adults = [r for r in rows if r["age"] >= 18]
+    res = {"n": len(rows), "n_adult": len(adults),
+           "gender_bacc_adult": balanced_accuracy([r["gender"] for r in adults],
+                                                  [r["pred_gender"] for r in adults]) if adults else float("nan")}
+    for g, name in ((1, "women"), (0, "men")):
+        sel = [r for r in adults if r["gender"] == g]
+        res[f"gender_acc_{name}"] = float(np.mean([r["pred_gender"] == g for r in sel])) if sel else float("nan")
+    for k in ["iou", "psnr_ours", "psnr_telea", "de_ours", "de_telea", "dL_ours", "da_ours", "db_ours",
+              "cos_masked", "cos_ours", "cos_telea"]:
+        res[k] = float(np.mean([r[k] for r in rows]))
+    res["covering_total_failures"] = int(sum(r["iou"] < 0.1 for r in rows))
+    return res
+
+
+def summarise(rows: list[dict]) -> dict:
+    res = {"overall": _group_stats(rows)}
+    res["overall"].update({f"top1_{n}": _top1(rows, n) for n in ("masked", "ours", "telea")})
+    for key in ("skin", "gender", "race", "yaw", "kind"):
+        groups = defaultdict(list)
+        for r in rows:
+            groups[r[key] if key != "gender" else ("female" if r[key] == 1 else "male")].append(r)
+        res[f"by_{key}"] = {k: _group_stats(v) for k, v in sorted(groups.items())}
+    groups = defaultdict(list)
+    for r in rows:
+        groups[_age_group(r["age"])].append(r)
+    res["by_age"] = {k: _group_stats(v) for k, v in sorted(groups.items())}
+    return res
+
+
+def to_markdown(m: dict) -> str:
+    f = lambda v, p=3: "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{p}f}"
+    o = m["overall"]
+    lines = ["# Real-world evaluation (the held-out `real` split: UTKFace aligned & cropped, never trained on)", "",
+             f"{o['n']} faces ({o['n_adult']} adults), synthetic coverings of every template kind, truth known.", "",
+             "| metric | value | target |", "|---|---|---|",
+             f"| gender balanced accuracy, masked adults | {f(o['gender_bacc_adult'])} "
+             f"(women {f(o['gender_acc_women'])}, men {f(o['gender_acc_men'])}) | ≥ 0.95 |",
+             f"| covering IoU | {f(o['iou'])} ({o['covering_total_failures']} below 0.1) | ≥ 0.95 |",
+             f"| hole PSNR, ours / Telea (dB), true hole | {f(o['psnr_ours'], 2)} / {f(o['psnr_telea'], 2)} "
+             f"(ours − Telea {f(o['psnr_ours'] - o['psnr_telea'], 2)}) | ≥ Telea + 5 |",
+             f"| mean-colour CIEDE2000, ours / Telea | {f(o['de_ours'], 2)} / {f(o['de_telea'], 2)} "
+             f"| ≤ 3 in every skin bin |",
+             f"| signed shift of the hole's mean L* / a* / b* (ours) | {f(o['dL_ours'], 2)} / {f(o['da_ours'], 2)} / "
+             f"{f(o['db_ours'], 2)} | 0 |",
+             f"| identity cosine to the true face: masked / ours / Telea | {f(o['cos_masked'])} / "
+             f"{f(o['cos_ours'])} / {f(o['cos_telea'])} | ours ≥ masked |",
+             f"| identification top-1 (gallery of {o['n']}): masked / ours / Telea | {f(o['top1_masked'])} / "
+             f"{f(o['top1_ours'])} / {f(o['top1_telea'])} | |", ""]
+    cols = ["n", "gender_bacc_adult", "gender_acc_women", "gender_acc_men", "iou", "psnr_ours", "psnr_telea",
+            "de_ours", "de_telea", "dL_ours", "da_ours", "cos_masked", "cos_ours"]
+    for key, title in (("by_skin", "skin tone (ITA°)"), ("by_gender", "gender"), ("by_race", "UTKFace race label"),
+                       ("by_age", "age"), ("by_yaw", "yaw"), ("by_kind", "covering")):
+        lines += [f"## By {title}", "", "| group | " + " | ".join(cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]
+        for g, v in m[key].items():
+            lines.append(f"| {g} | " + " | ".join(str(v[c]) if c == "n" else f(v[c], 2) for c in cols) + " |")
+        lines.append("")
+    lines += ["dL/da: signed L*/a* shift of the reconstructed hole's mean colour against the truth "
+              "(positive = lighter / pinker). Grid: real_grid.png (masked input, ours, Telea, truth).", ""]
+    return "\n".join(lines)
+
+
+def run(models, out: Path, limit: int = 0, preset: str = "fast") -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"split": "real", **evaluate_real(models, out, limit, preset)}
+    (out / "metrics_real.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    md = to_markdown(metrics)
+    (out / "report_real.md").write_text(md)
+    return metrics
