@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
     m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
     m.add_argument("--beta", type=float, default=20.0, help="One Euro speed coefficient")
+    own = p.add_argument_group("your own face (instead of a generated one)")
+    own.add_argument("--reference", metavar="PHOTO", type=Path,
+                     help="a photo of the person: their own lower face is shown on the main (largest) "
+                          "masked face. It shows THIS photo's face: use only your own, or with consent")
+    own.add_argument("--enrol", choices=["off", "auto"], default="off",
+                     help="auto: remember each person's sharp, frontal unmasked view (in memory only) and "
+                          "show it once they are masked")
+    own.add_argument("--save-enrolled", metavar="DIR", type=Path,
+                     help="also write the enrolled views there as PNG (never written without this)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true", help="show native library logging")
     return p
@@ -140,6 +149,22 @@ def run(args) -> int:
 
     common = dict(max_faces=args.max_faces, preset=args.preset, smoothing=not args.no_smoothing,
                   min_cutoff=args.min_cutoff, beta=args.beta)
+    own_face = {}
+    if args.reference or args.enrol != "off" or args.save_enrolled:
+        if method != "model":
+            raise ModelError("--reference / --enrol need the trained models (--method model): the "
+                             "analyser places the person's own mouth and jaw")
+        if args.save_enrolled and args.enrol == "off":
+            raise ValueError("--save-enrolled needs --enrol auto")
+        if args.save_enrolled and args.save_enrolled.exists() and any(args.save_enrolled.iterdir()) \
+                and not args.overwrite:
+            raise SinkError(f"{args.save_enrolled} is not empty; pass --overwrite to write into it")
+        if args.reference:
+            from stream.reference import ReferenceFace
+            if not args.reference.is_file():
+                raise ValueError(f"reference photo {args.reference} not found")
+            own_face["reference"] = ReferenceFace.from_image(args.reference)   # analysed once
+        own_face.update(enrol=args.enrol, save_enrolled=args.save_enrolled)
     gpu_resident = (method == "model" and (args.device or "").startswith("cuda")
                     and args.backend in ("auto", "torch"))
     if args.tracker == "torch" and not gpu_resident:
@@ -156,9 +181,11 @@ def run(args) -> int:
                                  f"(pip install .[train]): {exc}") from None
             tracker = "torch" if args.tracker == "auto" else args.tracker
             # The pipeline resolves deferred downloads in its output thread: frames overlap.
+            if own_face:
+                raise ModelError("--reference / --enrol run on the CPU path for now: drop --device cuda")
             return GpuUnmasker(device=args.device, tracker=tracker, defer_download=True, **common)
         return Unmasker(method=method, backend=args.backend, device=args.device,
-                        threads=args.threads, **common)
+                        threads=args.threads, **common, **own_face)
 
     # Cheap checks first: the input, then the outputs (nothing is created yet),
     # then the models; the pipeline thread takes over the first Unmasker.

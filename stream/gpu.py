@@ -567,7 +567,7 @@ class GpuUnmasker(Unmasker):
         dev = self.gpu.inpaint_and_blend(
             self._frame_tensor(frame),
             [InpaintJob(inp.alignment, mask_crop, ana.landmarks_crop, gender_p)
-             for inp, ana, mask_crop, gender_p in jobs],
+             for inp, ana, mask_crop, gender_p, *_ in jobs],
             inplace=True)                      # the upload belongs to this call: no second device copy
         self._frame_np = None                  # it no longer holds the input frame
         if self._as_tensor:

@@ -25,6 +25,7 @@ import numpy as np
 from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, window_matrix
 from stream.alignment import Alignment, align_face, load_canonical_shape, transform_points
 from stream.errors import ModelError
+from stream.reference import ReferenceFace, enrolment_quality
 from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, ModelReconstructor,
                                 frame_to_window, landmark_map_for)
 from stream.smoothing import LandmarkSmoother, MaskSmoother
@@ -33,6 +34,7 @@ from stream.tracking import FaceTracker, RunningMode
 WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights"
 MASKED_FRACTION = 0.03   # share of the canonical crop a covering must fill to count as a mask
 UNMASKED_FRACTION = 0.015  # ... and below which a masked track counts as unmasked again (hysteresis)
+ENROL_EVERY = 5           # enrol="auto": judge a track's unmasked view every N frames (sharpness costs ~0.3 ms)
 
 
 @dataclass
@@ -45,6 +47,9 @@ class Face:
     gender: str                         # "female" | "male" | "unknown"
     gender_score: float                 # probability of `gender`
     landmark_source: str = "mesh"       # "mesh" | "detector" | "analyser"
+    # What drew the hidden face: "generative" (the inpainter), "reference" (the user's photo),
+    # "enrolled" (this person's own unmasked frames), or None when nothing was redrawn.
+    reconstruction: str | None = None
 
 
 @dataclass
@@ -63,6 +68,8 @@ class _TrackState:
         self.matrix = None
         self.coverage = None      # EMA of the covered share of the crop
         self.masked = False
+        self.enrolled = None      # ReferenceFace kept from this track's best unmasked view (enrol="auto")
+        self.frames = 0
 
 
 def models_available(preset: str = "fast") -> bool:
@@ -75,7 +82,8 @@ class Unmasker:
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
                  max_faces: int = 1, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
-                 mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3):
+                 mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3,
+                 reference=None, enrol: str = "off", save_enrolled=None):
         if method == "auto":
             method = "model" if models_available(preset) else "classical"
         if method == "model":
@@ -97,6 +105,71 @@ class Unmasker:
         self._states: dict[int, _TrackState] = {}
         self._last_ts: float | None = None
         self._canonical = load_canonical_shape()
+        if enrol not in ("off", "auto"):
+            raise ValueError(f"unknown enrol {enrol!r}: use 'off' or 'auto'")
+        self.enrol = enrol
+        # Enrolled views are kept in memory only, unless the user names a folder for them.
+        self.save_enrolled_dir = Path(save_enrolled) if save_enrolled is not None else None
+        # The own-face path: one reference for the main face (None), or one per track id.
+        self._references: dict[int | None, ReferenceFace] = {}
+        if reference is not None:
+            self.set_reference(reference)
+
+    # -- the own-face path ---------------------------------------------------------
+    def set_reference(self, image_or_path, track_id: int | None = None) -> None:
+        """Show this person's own lower face (a photo of them) instead of a generated one.
+
+        track_id None: the main face (the largest in each frame); else that track only.
+        Raises ValueError (one line) when the photo is unreadable or holds no face.
+        """
+        self._references[track_id] = image_or_path if isinstance(image_or_path, ReferenceFace) \
+            else ReferenceFace.from_image(image_or_path)
+
+    def clear_reference(self, track_id: int | None = None) -> None:
+        """Forget one reference (the main face's by default), or all with track_id="all"."""
+        if track_id == "all":
+            self._references.clear()
+        else:
+            self._references.pop(track_id, None)
+
+    def enrolled(self) -> dict[int, ReferenceFace]:
+        """The unmasked views kept per live track (enrol="auto"); memory only."""
+        return {k: st.enrolled for k, st in self._states.items() if st.enrolled is not None}
+
+    def save_enrolled(self, folder) -> list[Path]:
+        """Write each track's enrolled lower-face window as PNG (only when the user asks)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for track_id, ref in self.enrolled().items():
+            path = folder / f"track_{track_id}.png"
+            cv2.imwrite(str(path), ref.texture)
+            paths.append(path)
+        return paths
+
+    def _reference_for(self, track_id: int, main_track: int | None, st) -> ReferenceFace | None:
+        if track_id in self._references:
+            return self._references[track_id]
+        if None in self._references and track_id == main_track:
+            return self._references[None]
+        return st.enrolled if st is not None else None
+
+    def _maybe_enrol(self, frame, st, landmarks, source: str) -> None:
+        """Keep the sharpest frontal unmasked view of a track (checked every few frames: cheap)."""
+        st.frames += 1
+        if source != "mesh" or st.frames % ENROL_EVERY:
+            return
+        quality = enrolment_quality(frame, landmarks)
+        if quality is not None and (st.enrolled is None or quality > st.enrolled.sharpness):
+            ref = ReferenceFace(frame, landmarks, "enrolled", quality)
+            ref.image = None          # keep only the lower-face texture, not the frame
+            st.enrolled = ref
+            if self.save_enrolled_dir is not None:
+                self.save_enrolled_dir.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(self.save_enrolled_dir / f"track_{self._track_of(st)}.png"), ref.texture)
+
+    def _track_of(self, state) -> int:
+        return next(k for k, v in self._states.items() if v is state)
 
     @property
     def backend(self) -> str:
@@ -180,6 +253,8 @@ class Unmasker:
 
         faces, jobs = [], []
         h, w = frame_bgr.shape[:2]
+        main_track = max(tracked, key=lambda t: (t.box[2] - t.box[0]) * (t.box[3] - t.box[1])).track_id \
+            if tracked else None
         for tf, inp, ana, st in zip(tracked, inputs, analyses, states):
             prob = ana.mask_prob
             if st is not None and self.smoothing:
@@ -220,12 +295,17 @@ class Unmasker:
             else:
                 gender, gender_score = "unknown", 0.0
             full_mask = self._mask_to_frame(mask_crop, inp.alignment, (h, w))
+            if self.enrol == "auto" and st is not None and not masked and coverage < UNMASKED_FRACTION:
+                self._maybe_enrol(frame_bgr, st, inp.landmarks, tf.source)
+            reference = self._reference_for(tf.track_id, main_track, st) if masked else None
             faces.append(Face(tf.box, lm.astype(np.float32), tf.track_id, full_mask, bool(masked),
-                              gender, float(gender_score), source))
+                              gender, float(gender_score), source,
+                              ("reference" if reference.source == "photo" else "enrolled") if reference
+                              else ("generative" if masked else None)))
             if masked:
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
                 guide = FaceOutput(ana.mask_prob, ana.gender_female, inp.alignment.to_crop(lm))
-                jobs.append((inp, guide, mask_crop, gender_p))
+                jobs.append((inp, guide, mask_crop, gender_p, reference))
         t4 = time.perf_counter()
         if jobs:
             out, t_inpaint = self._inpaint_and_blend(frame_bgr, jobs)
@@ -262,7 +342,7 @@ class Unmasker:
         wm = window_matrix(size).copy()
         wm[:, :2] *= CANONICAL_SIZE / s_an
         windows, holes, maps, genders, mats = [], [], [], [], []
-        for inp, ana, mask_crop, gender_p in jobs:
+        for inp, ana, mask_crop, gender_p, _ in jobs:
             m = frame_to_window(inp.alignment, size)
             windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
@@ -276,6 +356,12 @@ class Unmasker:
         t = time.perf_counter()
         redrawn = self.reconstructor.inpaint(np.stack(windows), np.stack(holes), np.stack(maps),
                                              np.array(genders, np.float32))
+        # The own-face path replaces the generated face wherever the reference has texture.
+        for i, job in enumerate(jobs):
+            reference = job[4]
+            if reference is not None:
+                points = transform_points(job[1].landmarks_crop, window_matrix(size))
+                redrawn[i], _ = reference.render(points, windows[i], holes[i], redrawn[i])
         t_inpaint = (time.perf_counter() - t) * 1e3
         out = frame.copy()
         h, w = frame.shape[:2]

@@ -1,0 +1,306 @@
+"""Your own face: the lower face of a reference photo, rendered onto the masked face.
+
+A generative inpainter can only guess a plausible face. When a photo of the person
+is available — given by the user (`Unmasker(reference=...)`, `--reference`) or seen
+by the stream itself before the mask went on (`enrol="auto"`) — the hidden part can
+show the person's real lower face instead.
+
+How a frame is rendered (all in the inpainting window, `models.spec.window_matrix`):
+
+1. Geometry: mediapipe's 468-point mesh of the reference and the current face's mesh
+   (the tracker's points where visible, the analyser's estimate under the covering,
+   so the jaw and lips follow the person) share MediaPipe's canonical triangulation
+   (`models/canonical_face_model.obj`, Apache-2.0). Each triangle of the reference is
+   mapped affinely onto the same triangle of the current face (one dense remap).
+2. Visibility: a triangle whose winding is reversed, in the reference or in the
+   current face, is turned away from that camera (or folded by a bad landmark): it
+   is not drawn, and the generative inpainter's output shows there instead.
+   Overlaps (the nose over the far cheek on a turned head) are resolved by drawing
+   triangles far-to-near by the canonical model's depth, turned by the face's yaw.
+3. Lighting: the rendered reference and the frame show the same skin just outside the
+   hole; the ratio of their local means there (normalised convolution) is a smooth
+   per-channel gain field that relights the reference to the frame's light.
+4. The compositor blends the window into the hole exactly as for the generative
+   path (feathered, inside the dilated covering only).
+
+Everything stays in memory; nothing is written unless the caller asks
+(`Unmasker.save_enrolled`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.spec import CANONICAL_SIZE, window_matrix
+from stream.alignment import align_face
+
+CANONICAL_OBJ = Path(__file__).resolve().parents[1] / "models" / "canonical_face_model.obj"
+# Triangles smaller than this (window px²) carry no texture worth warping and make
+# ill-conditioned affine maps.
+MIN_TRIANGLE_AREA = 0.5
+# Relighting: the band outside the hole compared between the frame and the render
+# (fraction of the window), the smoothness of the gain field, and its limits.
+LIGHT_BAND_FRACTION = 14 / 128
+LIGHT_SIGMA_FRACTION = 14 / 128
+LIGHT_GAIN_RANGE = (0.5, 2.0)
+# The reference's lower face is kept at this size (px): above any window it is drawn into
+# at 720p/1080p face sizes, so per-frame sampling never needs a filter.
+REFERENCE_WINDOW = 192
+# Where the render and the generative fallback meet, blend over this many pixels.
+FALLBACK_FEATHER_PX = 2
+# Enrolment: a face counts as frontal under this yaw proxy, and as sharp when the
+# variance of its crop's Laplacian exceeds this (8-bit, 128 px crop).
+ENROL_MAX_YAW = 0.25
+ENROL_MIN_SHARPNESS = 40.0
+
+
+@functools.lru_cache(maxsize=1)
+def canonical_mesh() -> tuple[np.ndarray, np.ndarray]:
+    """(triangles (898, 3) vertex indices, vertices (468, 3)) of MediaPipe's canonical face."""
+    verts, tris = [], []
+    for line in CANONICAL_OBJ.read_text().splitlines():
+        if line.startswith("v "):
+            verts.append([float(v) for v in line.split()[1:4]])
+        elif line.startswith("f "):
+            # "f v/vt v/vt v/vt": the vertex indices are the mesh's landmark indices (1-based).
+            tris.append([int(p.split("/")[0]) - 1 for p in line.split()[1:4]])
+    return np.array(tris, np.int32), np.array(verts, np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _front_winding() -> np.ndarray:
+    """Sign of each triangle's area in image coordinates (y down) for a face seen from the front."""
+    tris, verts = canonical_mesh()
+    xy = verts[:, :2] * [1, -1]          # the model's y points up; images' down
+    return np.sign(_signed_areas(xy, tris))
+
+
+def _signed_areas(points: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    a, b, c = points[tris[:, 0]], points[tris[:, 1]], points[tris[:, 2]]
+    return 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+
+def facing_triangles(points: np.ndarray) -> np.ndarray:
+    """(898,) bool: triangles that face the camera (same winding as the frontal model, not degenerate)."""
+    tris, _ = canonical_mesh()
+    area = _signed_areas(points, tris)
+    return (np.sign(area) == _front_winding()) & (np.abs(area) >= MIN_TRIANGLE_AREA)
+
+
+def yaw_proxy(points: np.ndarray) -> float:
+    """Signed yaw in [-1, 1]: nose tip between the cheek outlines (0 = frontal)."""
+    left, right, nose = points[234, 0], points[454, 0], points[1, 0]
+    return float(np.clip(2 * (nose - left) / max(right - left, 1e-3) - 1, -1, 1))
+
+
+def draw_order(points: np.ndarray) -> np.ndarray:
+    """Triangle indices far to near for a face turned by its yaw (painter's algorithm)."""
+    tris, verts = canonical_mesh()
+    angle = np.arcsin(np.clip(yaw_proxy(points), -1, 1))
+    # Depth toward the camera of the canonical model rotated about the vertical axis.
+    depth = verts[:, 2] * np.cos(angle) - verts[:, 0] * np.sin(angle)
+    return np.argsort(depth[tris].mean(axis=1))
+
+
+@dataclass
+class ReferenceFace:
+    """A photo of the person and its 468 mesh landmarks (photo pixels)."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+    source: str = "photo"            # "photo" (given by the user) or "enrolled" (seen unmasked)
+    sharpness: float = 0.0
+
+    def __post_init__(self):
+        self.landmarks = np.asarray(self.landmarks, np.float32)
+        # Per frame we only ever sample the lower face at about the window's scale: keep
+        # that part of the photo once, resampled to REFERENCE_WINDOW px (anti-aliased),
+        # instead of filtering the whole photo every frame.
+        m = face_window_matrix(self.landmarks, REFERENCE_WINDOW)
+        self.texture = cv2.warpAffine(self.image, m, (REFERENCE_WINDOW, REFERENCE_WINDOW),
+                                      flags=cv2.INTER_AREA if _scale_of(m) < 1 else cv2.INTER_CUBIC,
+                                      borderMode=cv2.BORDER_REPLICATE)
+        self.texture_points = (self.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
+        self.visible = facing_triangles(self.landmarks)
+
+    @classmethod
+    def from_image(cls, image_or_path, mesh=None) -> "ReferenceFace":
+        """Analyse a reference photo once (mediapipe's mesh in still-image mode).
+
+        Raises ValueError with one clear line when the file is unreadable or holds no face.
+        """
+        image = image_or_path
+        if not isinstance(image, np.ndarray):
+            path = Path(image_or_path)
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError(f"cannot read the reference photo {path}")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("the reference must be an H x W x 3 uint8 BGR image")
+        landmarks = _mesh_landmarks(image, mesh)
+        if landmarks is None:
+            raise ValueError("no face found in the reference photo")
+        return cls(image, landmarks, "photo", sharpness(image, landmarks))
+
+    def render(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
+               fallback: np.ndarray) -> tuple[np.ndarray, float]:
+        """This face drawn into one inpainting window.
+
+        window_points: (468, 2) the current face's landmarks in window pixels.
+        frame_window: (S, S, 3) the frame's window (for relighting; read outside the hole).
+        hole: (S, S) float, > 0.5 where the covering is. fallback: (S, S, 3) the generative
+        inpainter's output, used where the reference has no visible texture.
+        Returns (window, share of the hole covered by the reference).
+        """
+        size = frame_window.shape[0]
+        drawn, covered = warp_mesh(self.texture, self.texture_points, window_points, size,
+                                   self.visible & facing_triangles(window_points), hole)
+        inside = hole > 0.5
+        share = float(covered[inside].mean()) if inside.any() else 0.0
+        if share == 0.0:
+            return fallback, 0.0
+        drawn = relight(drawn, covered, frame_window, hole)
+        # Fade from the render to the generative fill where the reference's texture ends.
+        k = 2 * FALLBACK_FEATHER_PX + 1
+        alpha = cv2.GaussianBlur(covered.astype(np.float32), (k, k), 0) * covered
+        out = drawn * alpha[..., None] + fallback.astype(np.float32) * (1 - alpha[..., None])
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8), share
+
+
+def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, size: int,
+              use: np.ndarray, hole: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Piecewise-affine warp of `src` by mesh triangles onto a (size, size) canvas.
+
+    Returns (float32 (S, S, 3) image, bool (S, S) covered). One triangle-id raster (drawn
+    far to near) and one cv2.remap: no per-triangle image warps. With `hole`, only the
+    triangles near it (the hole's box grown by the relighting band) are drawn.
+    """
+    tris, _ = canonical_mesh()
+    ids = np.full((size, size), -1, np.int32)
+    corners = dst_points[tris]                                  # (898, 3, 2)
+    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    x0, y0, x1, y1 = 0, 0, size, size
+    if hole is not None and (hole > 0.5).any():
+        ys, xs = np.nonzero(hole > 0.5)
+        pad = 2 * max(2, round(LIGHT_BAND_FRACTION * size))
+        x0, y0, x1, y1 = xs.min() - pad, ys.min() - pad, xs.max() + pad, ys.max() + pad
+    near = (hi[:, 0] >= max(x0, 0)) & (lo[:, 0] < min(x1, size)) & (hi[:, 1] >= max(y0, 0)) & \
+        (lo[:, 1] < min(y1, size))
+    fixed = np.round(corners * 16).astype(np.int32)
+    for t in draw_order(dst_points):
+        if use[t] and near[t]:
+            cv2.fillConvexPoly(ids, fixed[t], int(t), lineType=cv2.LINE_8, shift=4)
+    covered = ids >= 0
+    if not covered.any():
+        return np.zeros((size, size, 3), np.float32), covered
+    # dst -> src affine per triangle: [x_src, y_src] = A @ [x, y, 1].
+    used = np.unique(ids[covered])
+    affine = _triangle_affines(dst_points[tris[used]].astype(np.float64),
+                               src_points[tris[used]].astype(np.float64))
+    lookup = np.zeros((len(tris), 2, 3), np.float64)
+    lookup[used] = affine
+    ys, xs = np.nonzero(covered)
+    a = lookup[ids[covered]]
+    map_x = np.full((size, size), -1.0, np.float32)
+    map_y = np.full((size, size), -1.0, np.float32)
+    map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
+    map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+    out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.astype(np.float32), covered
+
+
+def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """(T, 2, 3) affine maps taking each dst triangle (T, 3, 2) onto its src triangle.
+
+    Closed form (barycentric basis), vectorised: a batched LAPACK solve costs more
+    than the whole rest of the render for a few hundred 3x3 systems.
+    """
+    e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
+    # Inverse of [e1 e2] (columns): maps dst offsets to barycentric (u, v).
+    inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], -1), np.stack([-e1[:, 1], e1[:, 0]], -1)], 1) / det[:, None, None]
+    f1, f2 = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
+    lin = np.stack([f1, f2], -1) @ inv                      # (T, 2, 2): src offsets per dst offset
+    offset = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
+    return np.concatenate([lin, offset[..., None]], axis=2)
+
+
+def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Scale the render so that, just outside the hole, it matches the frame's own skin."""
+    size = frame_window.shape[0]
+    inside = (hole > 0.5).astype(np.uint8)
+    band = max(2, round(LIGHT_BAND_FRACTION * size))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    ring = (cv2.dilate(inside, kernel) > 0) & (inside == 0) & covered
+    if ring.sum() < 20:
+        return drawn
+    # The gain field is smooth by design: compute it on a quarter-size grid.
+    small = max(8, size // 4)
+    shrink = lambda x: cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
+    sigma = LIGHT_SIGMA_FRACTION * small
+    blur = lambda x: cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    weight = shrink(ring.astype(np.float32))
+    w_blur = blur(weight)
+    w = np.maximum(w_blur, 1e-6)[..., None]
+    frame_mean = blur(shrink(frame_window.astype(np.float32) * ring[..., None])) / w
+    drawn_mean = blur(shrink(drawn * ring[..., None])) / w
+    gain = (frame_mean + 1.0) / (drawn_mean + 1.0)
+    # Far from the ring the local estimate fades into the ring's overall ratio.
+    overall = (frame_window[ring].astype(np.float32).mean(0) + 1.0) / (drawn[ring].mean(0) + 1.0)
+    trust = np.clip(w_blur * 6.0, 0.0, 1.0)[..., None]
+    gain = np.clip(trust * gain + (1 - trust) * overall, *LIGHT_GAIN_RANGE).astype(np.float32)
+    return drawn * cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def face_window_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """2x3: image pixels -> the face's lower-face window of `size` px (as the stream frames it)."""
+    al = align_face(landmarks)
+    m = np.vstack([window_matrix(size), [0, 0, 1]]) @ np.vstack([al.matrix * (CANONICAL_SIZE / al.size), [0, 0, 1]])
+    return m[:2]
+
+
+def _scale_of(m: np.ndarray) -> float:
+    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+
+
+def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Variance of the Laplacian of the face's 128 px lower-face window (higher = sharper)."""
+    m = face_window_matrix(landmarks, 128)
+    win = cv2.warpAffine(image, m, (128, 128), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return float(cv2.Laplacian(cv2.cvtColor(win, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def enrolment_quality(image: np.ndarray, landmarks: np.ndarray) -> float | None:
+    """A score for keeping this unmasked view as the person's reference; None when unfit."""
+    if abs(yaw_proxy(landmarks)) > ENROL_MAX_YAW:
+        return None
+    if not facing_triangles(landmarks).mean() > 0.9:
+        return None
+    s = sharpness(image, landmarks)
+    return s if s >= ENROL_MIN_SHARPNESS else None
+
+
+def _mesh_landmarks(image: np.ndarray, mesh=None) -> np.ndarray | None:
+    import mediapipe as mp
+    own = mesh is None
+    if own:
+        mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                               refine_landmarks=False, min_detection_confidence=0.3)
+    try:
+        h, w = image.shape[:2]
+        # Tightly cropped photos are found far more often with a margin.
+        pad = max(h, w) // 4
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        res = mesh.process(cv2.cvtColor(padded, cv2.COLOR_BGR2RGB))
+    finally:
+        if own:
+            mesh.close()
+    if not res.multi_face_landmarks:
+        return None
+    ph, pw = padded.shape[:2]
+    return np.array([(p.x * pw - pad, p.y * ph - pad) for p in res.multi_face_landmarks[0].landmark], np.float32)
