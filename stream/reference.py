@@ -47,6 +47,7 @@ MIN_TRIANGLE_AREA = 0.5
 LIGHT_BAND_FRACTION = 14 / 128
 LIGHT_SIGMA_FRACTION = 14 / 128
 LIGHT_GAIN_RANGE = (0.5, 2.0)
+LOCAL_GAIN_SPREAD = (0.85, 1.18)
 # The reference's lower face is kept at this size (px): above any window it is drawn into
 # at 720p/1080p face sizes, so per-frame sampling never needs a filter.
 REFERENCE_WINDOW = 192
@@ -250,10 +251,16 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     frame_mean = blur(shrink(frame_window.astype(np.float32) * ring[..., None])) / w
     drawn_mean = blur(shrink(drawn * ring[..., None])) / w
     gain = (frame_mean + 1.0) / (drawn_mean + 1.0)
-    # Far from the ring the local estimate fades into the ring's overall ratio.
-    overall = (frame_window[ring].astype(np.float32).mean(0) + 1.0) / (drawn[ring].mean(0) + 1.0)
+    # Far from the ring the local estimate fades into the ring's overall ratio (medians:
+    # a few ring pixels on hair or background must not set the face's colour).
+    overall = (np.median(frame_window[ring].astype(np.float32), axis=0) + 1.0) / \
+        (np.median(drawn[ring], axis=0) + 1.0)
     trust = np.clip(w_blur * 6.0, 0.0, 1.0)[..., None]
-    gain = np.clip(trust * gain + (1 - trust) * overall, *LIGHT_GAIN_RANGE).astype(np.float32)
+    gain = trust * gain + (1 - trust) * overall
+    # Shading varies across a face, but only so much: a local gain far from the overall one
+    # is a ring pixel that is not skin in one of the two images (measured: bright blotches).
+    gain = np.clip(gain, overall * LOCAL_GAIN_SPREAD[0], overall * LOCAL_GAIN_SPREAD[1])
+    gain = np.clip(gain, *LIGHT_GAIN_RANGE).astype(np.float32)
     return drawn * cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
