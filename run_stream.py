@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--method", choices=["auto", "model", "classical"], default="auto",
                    help="model: the trained networks (default when shipped); classical: the "
                         "cv2.inpaint baseline, for comparison")
-    m.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch"], default="auto")
+    m.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch", "triton"], default="auto",
+                   help="triton: the models run on a Triton server (--triton-url)")
+    m.add_argument("--triton-url", metavar="grpc://HOST:PORT",
+                   help="Triton server for --backend triton (python -m engines.serve, or a stock server "
+                        "with the repository of python -m export.triton)")
     m.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: best available)")
     m.add_argument("--threads", type=positive_int, help="CPU threads per model (ONNX Runtime)")
     m.add_argument("--preset", choices=["fast", "hq"], default="fast", help="inpainter preset")
@@ -140,6 +144,16 @@ def run(args) -> int:
 
     common = dict(max_faces=args.max_faces, preset=args.preset, smoothing=not args.no_smoothing,
                   min_cutoff=args.min_cutoff, beta=args.beta)
+    if args.triton_url and args.backend != "triton":
+        raise ModelError("--triton-url is for --backend triton")
+    if args.backend == "triton":
+        if method != "model":
+            raise ModelError("--backend triton serves the trained models: drop --method classical")
+        if not args.triton_url:
+            raise ModelError("--backend triton needs --triton-url grpc://host:port")
+        from engines.select import TRITON_URL_ENV
+        os.environ[TRITON_URL_ENV] = args.triton_url   # read by engines.create_runner in the Unmasker
+    outage_guards = []
     gpu_resident = (method == "model" and (args.device or "").startswith("cuda")
                     and args.backend in ("auto", "torch"))
     if args.tracker == "torch" and not gpu_resident:
@@ -157,8 +171,13 @@ def run(args) -> int:
             tracker = "torch" if args.tracker == "auto" else args.tracker
             # The pipeline resolves deferred downloads in its output thread: frames overlap.
             return GpuUnmasker(device=args.device, tracker=tracker, defer_download=True, **common)
-        return Unmasker(method=method, backend=args.backend, device=args.device,
-                        threads=args.threads, **common)
+        um = Unmasker(method=method, backend=args.backend, device=args.device,
+                      threads=args.threads, **common)
+        if args.backend == "triton":   # frames keep flowing (unreconstructed) while the server is away
+            from stream.outage import PassThroughOnOutage
+            um = PassThroughOnOutage(um)
+            outage_guards.append(um)
+        return um
 
     # Cheap checks first: the input, then the outputs (nothing is created yet),
     # then the models; the pipeline thread takes over the first Unmasker.
@@ -195,24 +214,30 @@ def run(args) -> int:
         except BaseException as exc:
             stats = getattr(exc, "pipeline_stats", None)
             if stats is not None and args.stats_json:
-                _write_stats(args, stats, method, backend)
+                _write_stats(args, stats, method, backend, outage_guards)
             raise
     finally:
         source.close()
-    _write_stats(args, stats, method, backend)
+    _write_stats(args, stats, method, backend, outage_guards)
     stages = ", ".join(f"{k} {v['mean_ms']:.1f}" for k, v in stats.stages.items())
     print(f"done: {stats.frames_out} frames in {stats.duration_s:.1f} s ({stats.fps:.1f} FPS), "
           f"{stats.mean_faces:.2f} faces/frame, {stats.frames_dropped} dropped, "
           f"{stats.corrupt_frames} corrupt skipped, {stats.reconnects} reconnects "
           f"[{stats.stopped_by}]; mean ms: {stages}", file=sys.stderr)
+    if outage_guards:
+        print(f"triton: {sum(g.passed_through for g in outage_guards)} frames passed through unreconstructed "
+              f"during {sum(g.outages for g in outage_guards)} server outages", file=sys.stderr)
     return 0
 
 
-def _write_stats(args, stats, method, backend) -> None:
+def _write_stats(args, stats, method, backend, outage_guards=()) -> None:
     if not args.stats_json:
         return
     data = stats.as_dict()
     data.update(method=method, backend=backend, source=_redacted(args.source))
+    if args.backend == "triton":
+        data.update(frames_passed_through=sum(g.passed_through for g in outage_guards),
+                    server_outages=sum(g.outages for g in outage_guards))
     tmp = args.stats_json.with_suffix(args.stats_json.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(args.stats_json)
