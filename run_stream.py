@@ -54,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="run_stream.py", description=__doc__.split("\n\n")[0],
                       epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input and output")
-    io.add_argument("--source", required=True,
+    io.add_argument("--source", required=True, action="append",
                     help="webcam index (0) or /dev/videoN, rtsp:// rtmp:// http(s):// udp:// URL, "
-                         "a video file, an image, or a folder of images")
+                         "a video file, an image, or a folder of images; repeat it, or name a .streams "
+                         "file (one source a line, # comments), for several streams in one process "
+                         "(--output is then a folder: <n>_<name>.mp4 per stream)")
     io.add_argument("--output", action="append", default=[],
                     help="video file (.mp4 .mkv …), image folder (ending in /), rtsp:// or udp:// "
                          "URL, or 'virtualcam'; repeat for several outputs")
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face tracking: mediapipe's graphs on the CPU, or the same networks run by "
                         "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
     m.add_argument("--max-faces", type=positive_int, default=1, help="faces tracked per frame")
+    m.add_argument("--max-wait-ms", type=float, default=4.0,
+                   help="several streams: longest wait of the shared model stage for other streams' faces")
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
     m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
     m.add_argument("--beta", type=float, default=20.0, help="One Euro speed coefficient")
@@ -129,6 +133,12 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     from stream.errors import ModelError, SinkError, redact_url
+    from stream.multistream import STREAM_LIST_SUFFIX, expand_sources
+    if len(args.source) > 1 or args.source[0].endswith(STREAM_LIST_SUFFIX):
+        args.sources = expand_sources(args.source)
+        from stream.multistream_cli import run_many
+        return run_many(args)
+    args.source = args.source[0]
     from stream.pipeline import Mode, Pipeline
     from stream.sinks import PreviewSink, open_sink
     from stream.sources import open_source
