@@ -15,7 +15,7 @@ compositing are measured, encoding is not):
 
 Each (N, engine) runs twice: offline (lossless, as fast as possible: aggregate FPS over the frames
 after every stream's first --warmup frames) and live (each stream played at the clip's 25 FPS like a
-camera: per-stream p95 latency capture -> output, and the frames dropped to keep it bounded).
+camera (--live-fps to pace it slower): per-stream p95 latency capture -> output, and the frames dropped to keep it bounded).
 `vs one stream` is aggregate FPS over the N=1 FPS of the same engine in the same run: >= 1 means no loss
 from sharing the process (> 1: batching or overlap pays). Results: streams.json and streams.md in --out.
 """
@@ -154,7 +154,7 @@ def one_run(clip: Path, n: int, engine: str, live: bool, args, triton: LocalTrit
         make = made.pop
     sources = [open_source(str(clip)) for _ in range(n)]
     if live:
-        sources = [PacedSource(s, fps=CLIP_FPS) for s in sources]
+        sources = [PacedSource(s, fps=args.live_fps or CLIP_FPS) for s in sources]
     try:
         multi = MultiStream([(s, [_NullSink()], make, []) for s in sources],
                             mode=Mode.LIVE if live else Mode.OFFLINE, on_frame=on_frame)
@@ -213,7 +213,7 @@ def run_streams(args, argv) -> int:
             r["vs_one_stream"] = r["aggregate_fps"] / base[r["engine"]]
     result = {**report.result_header("streams", PROG, argv),
               "settings": {"streams": counts, "clip": str(clip.name), "resolution": res, "frames": args.frames,
-                           "warmup": args.warmup, "threads": args.threads, "max_wait_ms": args.max_wait_ms,
+                           "warmup": args.warmup, "threads": args.threads, "live_fps": args.live_fps or CLIP_FPS, "max_wait_ms": args.max_wait_ms,
                            "sink": "null"},
               "machine": report.machine_info(), "rows": rows, "notes": [], "files": {}}
     report.write_results(result, out_dir, markdown)
@@ -224,7 +224,8 @@ def run_streams(args, argv) -> int:
 def markdown(result: dict) -> str:
     s = result["settings"]
     lines = [f"# Several streams in one process ({s['resolution']}, 1 masked face, {s['frames']} frames per "
-             f"stream after {s['warmup']} warm-up, null sink)", "", report.machine_line(result["machine"]), ""]
+             f"stream after {s['warmup']} warm-up, null sink; live streams paced at {s['live_fps']:g} FPS each)", "",
+             report.machine_line(result["machine"]), ""]
     table = []
     by = {(r["engine"], r["streams"], r["mode"]): r for r in result["rows"]}
     for (engine, n, mode), r in by.items():

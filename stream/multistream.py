@@ -212,6 +212,12 @@ class SharedBatcher:
                 for model, requests in work.items():
                     self._run(model, requests)
         finally:
+            with self._cond:     # nobody waits forever on a stage that has ended
+                self._stop = True
+                left = [r for q in self._pending.values() for r in q]
+                self._pending = collections.defaultdict(list)
+            for r in left:
+                r.future.set_exception(RuntimeError("the shared inference stage stopped"))
             for r in self.runners.values():
                 r.close()
 
