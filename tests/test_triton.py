@@ -189,6 +189,41 @@ def test_stream_through_triton_matches_in_process_and_cli_reports(server, tmp_pa
     assert data["frames_passed_through"] == 0 and data["server_outages"] == 0 and data["masked_faces"] >= 4
 
 
+def test_shared_batcher_over_triton_matches_in_process(server):
+    """Several streams batched by the shared stage, the batches run on the Triton server."""
+    from stream.multistream import SharedBatcher, StreamUnmasker, make_runners
+    frames = [f for f, _ in face_clip_frames(4)]
+    batcher = SharedBatcher(lambda: make_runners("triton", triton_url=server.url), max_wait_ms=100).start()
+    assert batcher.runners["analyser"].name == "triton"
+    streams = [StreamUnmasker(batcher), StreamUnmasker(batcher)]
+    local = [in_process_unmasker(), in_process_unmasker()]
+    out = [[None] * len(frames) for _ in streams]
+
+    def play(k):
+        for i, f in enumerate(frames):
+            img = f if k == 0 else f[:, ::-1].copy()          # the second stream is mirrored
+            out[k][i] = (img, streams[k].process(img, timestamp_ms=40.0 * i).image)
+
+    threads = [threading.Thread(target=play, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for k in range(2):
+        for i, (img, got) in enumerate(out[k]):
+            want = local[k].process(img, timestamp_ms=40.0 * i).image
+            assert psnr(got, want) >= 40.0, (k, i)
+        streams[k].close()
+        local[k].close()
+    assert batcher.summary()["analyser"]["faces"] == 2 * len(frames)
+    batcher.close()
+
+
+def in_process_unmasker():
+    from stream.unmasker import Unmasker
+    return Unmasker(backend="onnxruntime", threads=1)
+
+
 def test_server_killed_and_restarted_mid_stream(server):
     """Frames keep flowing unreconstructed while the server is gone; reconstruction resumes after it
     restarts on the same port; nothing crashes or hangs."""
