@@ -106,7 +106,7 @@ def test_stream_lists_and_names(tmp_path):
         read_stream_list(tmp_path / "empty.streams")
 
 
-def test_two_streams_give_the_pictures_of_one_stream_runs_and_share_model_calls(clips):
+def test_two_streams_give_the_pictures_of_one_stream_runs(clips):
     single = []
     for clip in clips:
         sink = ImageSink()
@@ -116,7 +116,6 @@ def test_two_streams_give_the_pictures_of_one_stream_runs_and_share_model_calls(
         assert stats.frames_out == stats.frames_in
         single.append(sink.images)
 
-    # A long bounded wait so that the two offline streams' faces meet in the shared stage.
     batcher = SharedBatcher(lambda: make_runners("onnxruntime", threads=1), max_wait_ms=200).start()
     sinks = [ImageSink(), ImageSink()]
     sources = [open_source(str(c)) for c in clips]
@@ -134,11 +133,46 @@ def test_two_streams_give_the_pictures_of_one_stream_runs_and_share_model_calls(
     summary = batcher.summary()
     for model in ("analyser", "inpainter_fast"):
         assert summary[model]["faces"] == 17                                   # every face of both streams
-        assert summary[model]["streams_per_call"].get("2", 0) >= 1             # ... some in one call
-        assert summary[model]["calls"] < 17
     stats = multi.stats_dict(batcher)
     assert [s["frames_out"] for s in stats["streams"]] == [10, 7]
     assert stats["aggregate"]["frames_out"] == 17 and stats["aggregate"]["frames_dropped"] == 0
+
+
+def test_faces_of_two_streams_share_each_model_call_and_keep_their_pictures():
+    """Two streams busy with a frame at the same time: each model call carries both streams' faces,
+    every stream gets its own rows back (the pictures of a one-stream run)."""
+    frames = [f for f, _ in face_clip_frames(4)]
+    streams = [frames, [cv2.flip(f, 1) for f in frames]]
+    batcher = SharedBatcher(lambda: make_runners("onnxruntime", threads=1), max_wait_ms=10_000).start()
+    ums = [StreamUnmasker(batcher), StreamUnmasker(batcher)]
+    barrier = threading.Barrier(2)
+    got = [[], []]
+
+    def play(k):
+        for i, f in enumerate(streams[k]):
+            batcher.set_busy(ums[k].client, True)     # both streams are into their frame before either submits
+            barrier.wait(30)
+            got[k].append(ums[k].process(f, timestamp_ms=40.0 * i).image)
+
+    threads = [threading.Thread(target=play, args=(k,), daemon=True) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    summary = batcher.summary()
+    for u in ums:
+        u.close()
+    batcher.close()
+    for model in ("analyser", "inpainter_fast"):
+        assert summary[model]["streams_per_call"] == {"2": 4}, summary     # 4 calls, 2 streams in each
+        assert summary[model]["faces_per_call"] == {"2": 4}
+    for k in range(2):
+        one = Unmasker(backend="onnxruntime", threads=1)
+        for i, f in enumerate(streams[k]):
+            assert np.array_equal(got[k][i], one.process(f, timestamp_ms=40.0 * i).image), (k, i)
+        one.close()
+    assert not np.array_equal(got[0][1], got[1][1])
 
 
 def test_cli_writes_one_file_per_stream_with_its_audio(clips, tmp_path):
