@@ -54,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="run_stream.py", description=__doc__.split("\n\n")[0],
                       epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     io = p.add_argument_group("input and output")
-    io.add_argument("--source", required=True,
+    io.add_argument("--source", required=True, action="append",
                     help="webcam index (0) or /dev/videoN, rtsp:// rtmp:// http(s):// udp:// URL, "
-                         "a video file, an image, or a folder of images")
+                         "a video file, an image, or a folder of images; repeat it, or name a .streams "
+                         "file (one source a line, # comments), for several streams in one process "
+                         "(--output is then a folder: <n>_<name>.mp4 per stream)")
     io.add_argument("--output", action="append", default=[],
                     help="video file (.mp4 .mkv …), image folder (ending in /), rtsp:// or udp:// "
                          "URL, or 'virtualcam'; repeat for several outputs")
@@ -77,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--method", choices=["auto", "model", "classical"], default="auto",
                    help="model: the trained networks (default when shipped); classical: the "
                         "cv2.inpaint baseline, for comparison")
-    m.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch"], default="auto")
+    m.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch", "triton"], default="auto",
+                   help="triton: the models run on a Triton server (--triton-url)")
+    m.add_argument("--triton-url", metavar="grpc://HOST:PORT",
+                   help="Triton server for --backend triton (python -m engines.serve, or a stock server "
+                        "with the repository of python -m export.triton)")
     m.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: best available)")
     m.add_argument("--threads", type=positive_int, help="CPU threads per model (ONNX Runtime)")
     m.add_argument("--preset", choices=["fast", "hq"], default="fast", help="inpainter preset")
@@ -85,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face tracking: mediapipe's graphs on the CPU, or the same networks run by "
                         "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
     m.add_argument("--max-faces", type=positive_int, default=1, help="faces tracked per frame")
+    m.add_argument("--max-wait-ms", type=float, default=4.0,
+                   help="several streams: longest wait of the shared model stage for other streams' faces")
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
     m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
     m.add_argument("--beta", type=float, default=20.0, help="One Euro speed coefficient")
@@ -134,6 +142,12 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     from stream.errors import ModelError, SinkError, redact_url
+    from stream.multistream import STREAM_LIST_SUFFIX, expand_sources
+    if len(args.source) > 1 or args.source[0].endswith(STREAM_LIST_SUFFIX):
+        args.sources = expand_sources(args.source)
+        from stream.multistream_cli import run_many
+        return run_many(args)
+    args.source = args.source[0]
     from stream.pipeline import Mode, Pipeline
     from stream.sinks import PreviewSink, open_sink
     from stream.sources import open_source
@@ -165,6 +179,16 @@ def run(args) -> int:
                 raise ValueError(f"reference photo {args.reference} not found")
             own_face["reference"] = ReferenceFace.from_image(args.reference)   # analysed once
         own_face.update(enrol=args.enrol, save_enrolled=args.save_enrolled)
+    if args.triton_url and args.backend != "triton":
+        raise ModelError("--triton-url is for --backend triton")
+    if args.backend == "triton":
+        if method != "model":
+            raise ModelError("--backend triton serves the trained models: drop --method classical")
+        if not args.triton_url:
+            raise ModelError("--backend triton needs --triton-url grpc://host:port")
+        from engines.select import TRITON_URL_ENV
+        os.environ[TRITON_URL_ENV] = args.triton_url   # read by engines.create_runner in the Unmasker
+    outage_guards = []
     gpu_resident = (method == "model" and (args.device or "").startswith("cuda")
                     and args.backend in ("auto", "torch"))
     if args.tracker == "torch" and not gpu_resident:
@@ -184,8 +208,13 @@ def run(args) -> int:
             if own_face:
                 raise ModelError("--reference / --enrol run on the CPU path for now: drop --device cuda")
             return GpuUnmasker(device=args.device, tracker=tracker, defer_download=True, **common)
-        return Unmasker(method=method, backend=args.backend, device=args.device,
-                        threads=args.threads, **common, **own_face)
+        um = Unmasker(method=method, backend=args.backend, device=args.device,
+                      threads=args.threads, **common, **own_face)
+        if args.backend == "triton":   # frames keep flowing (unreconstructed) while the server is away
+            from stream.outage import PassThroughOnOutage
+            um = PassThroughOnOutage(um)
+            outage_guards.append(um)
+        return um
 
     # Cheap checks first: the input, then the outputs (nothing is created yet),
     # then the models; the pipeline thread takes over the first Unmasker.
@@ -222,24 +251,30 @@ def run(args) -> int:
         except BaseException as exc:
             stats = getattr(exc, "pipeline_stats", None)
             if stats is not None and args.stats_json:
-                _write_stats(args, stats, method, backend)
+                _write_stats(args, stats, method, backend, outage_guards)
             raise
     finally:
         source.close()
-    _write_stats(args, stats, method, backend)
+    _write_stats(args, stats, method, backend, outage_guards)
     stages = ", ".join(f"{k} {v['mean_ms']:.1f}" for k, v in stats.stages.items())
     print(f"done: {stats.frames_out} frames in {stats.duration_s:.1f} s ({stats.fps:.1f} FPS), "
           f"{stats.mean_faces:.2f} faces/frame, {stats.frames_dropped} dropped, "
           f"{stats.corrupt_frames} corrupt skipped, {stats.reconnects} reconnects "
           f"[{stats.stopped_by}]; mean ms: {stages}", file=sys.stderr)
+    if outage_guards:
+        print(f"triton: {sum(g.passed_through for g in outage_guards)} frames passed through unreconstructed "
+              f"during {sum(g.outages for g in outage_guards)} server outages", file=sys.stderr)
     return 0
 
 
-def _write_stats(args, stats, method, backend) -> None:
+def _write_stats(args, stats, method, backend, outage_guards=()) -> None:
     if not args.stats_json:
         return
     data = stats.as_dict()
     data.update(method=method, backend=backend, source=_redacted(args.source))
+    if args.backend == "triton":
+        data.update(frames_passed_through=sum(g.passed_through for g in outage_guards),
+                    server_outages=sum(g.outages for g in outage_guards))
     tmp = args.stats_json.with_suffix(args.stats_json.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(args.stats_json)

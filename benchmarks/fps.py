@@ -5,6 +5,7 @@
     python -m benchmarks.fps --source clip.mp4 --method model --backend onnxruntime,torch
     python -m benchmarks.fps --source 0 --frames 300           # a webcam (live mode only)
     python -m benchmarks.fps --compare old/fps.json new/fps.json
+    python -m benchmarks.fps --streams 1,2,4,8                  # several streams per process (benchmarks.streams)
 
 For every clip x method x backend, each repeat runs the same frames through:
 
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     meas.add_argument("--warmup", type=report.non_negative_int, default=10,
                       help="frames processed before measuring, in every trial (default 10)")
     meas.add_argument("--repeats", type=report.positive_int, default=3, help="trials per engine")
+    multi = p.add_argument_group("several streams per process (benchmarks.streams)")
+    multi.add_argument("--streams", type=report.int_list,
+                       help="stream counts, e.g. 1,2,4,8: aggregate FPS, per-stream p95 latency, batch sizes, "
+                            "in-process vs Triton")
+    multi.add_argument("--triton", action=argparse.BooleanOptionalAction, default=True,
+                       help="with --streams: also through a local Triton server (python -m engines.serve)")
+    multi.add_argument("--max-wait-ms", type=float, default=4.0, help="with --streams: the shared stage's wait")
     report.add_output_arguments(p.add_argument_group("output"), "skip the PNG plots")
     report.add_compare_argument(p)
     return p
@@ -703,6 +711,9 @@ def _source_info(clip: ClipSpec) -> dict:
 
 
 def _run(args, argv) -> int:
+    if args.streams:
+        from benchmarks.streams import run_streams
+        return run_streams(args, argv)
     quiet = args.quiet
     report.check_device(args.device)
     report.check_out_dir(args.out, args.overwrite)   # refuse early, before any clip is generated

@@ -10,7 +10,7 @@ Backends import lazily: importing this package needs neither torch, TensorRT nor
 from engines.base import (BackendUnavailable, InputMismatch, Runner, TensorSpec, UnknownBackend, create_runner,
                           resolve_model)
 
-BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime", "triton")
 
 __all__ = ["BACKENDS", "BackendUnavailable", "InputMismatch", "Runner", "TensorSpec", "UnknownBackend",
            "create_runner", "resolve_model"]

@@ -199,10 +199,11 @@ class Runner(ABC):
 
 
 def create_runner(model: str | Path, backend: str = "auto", device: str | None = None,
-                  threads: int | None = None, precision: str = "fp32") -> Runner:
+                  threads: int | None = None, precision: str = "fp32", triton_url: str | None = None) -> Runner:
     """Open `model` (a name such as "analyser" or a path to an .onnx) on the best or the requested backend.
 
     See engines.select.create_runner.
     """
     from engines.select import create_runner as _create
-    return _create(model, backend=backend, device=device, threads=threads, precision=precision)
+    return _create(model, backend=backend, device=device, threads=threads, precision=precision,
+                   triton_url=triton_url)

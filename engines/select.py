@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engines.base import (PRECISIONS, BackendUnavailable, ModelError, Runner, UnknownBackend, model_name_of,
                           resolve_model)
 
-BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime")
+BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime", "triton")   # triton: only when asked for, never auto
+TRITON_URL_ENV = "UNMASK_TRITON_URL"   # the server for backend="triton" when no triton_url is passed
 ALIASES = {"trt": "tensorrt", "pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime"}
 
 log = logging.getLogger("unmask.engines")
@@ -37,6 +39,7 @@ INSTALL = {
     "torch-cuda": "PyTorch has no CUDA GPU here: install a CUDA build of PyTorch (pip install torch --index-url "
                   "https://download.pytorch.org/whl/cu126) on a machine with an NVIDIA GPU, or use --device cpu",
     "onnxruntime": "ONNX Runtime is not installed: pip install onnxruntime (or onnxruntime-gpu)",
+    "triton": "the Triton backend needs tritonclient: pip install .[triton]",
     "onnxruntime-cuda": "ONNX Runtime has no CUDA provider: pip uninstall onnxruntime && pip install "
                         "onnxruntime-gpu (needs an NVIDIA GPU), or use --device cpu",
 }
@@ -158,6 +161,8 @@ def unavailable_reason(backend: str, caps: Capabilities, device: str | None) -> 
         if device is not None and device.startswith("cuda") and "CUDAExecutionProvider" not in caps.ort_providers:
             return INSTALL["onnxruntime-cuda"]
         return None
+    if backend == "triton":
+        return None if importlib.util.find_spec("tritonclient") is not None else INSTALL["triton"]
     raise UnknownBackend(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
@@ -239,7 +244,7 @@ def cached_engine_precision(onnx_path: Path, precisions: tuple, device: str) -> 
 
 def create_runner(model: str | Path, backend: str = "auto", device: str | None = None,
                   threads: int | None = None, precision: str = "fp32",
-                  caps: Capabilities | None = None) -> Runner:
+                  caps: Capabilities | None = None, triton_url: str | None = None) -> Runner:
     """Open `model` (a name such as "analyser", or a path to an .onnx) on `backend`.
 
     backend: "auto" | "tensorrt" | "torch" | "onnxruntime" (aliases trt, pytorch, ort).
@@ -247,8 +252,18 @@ def create_runner(model: str | Path, backend: str = "auto", device: str | None =
     threads: CPU intra-op threads (ONNX Runtime; PyTorch on the CPU); default tuned for 2 cores.
     precision: "fp32", "fp16" (TensorRT engine / PyTorch on CUDA; CPU backends always compute in fp32),
         or "auto": fp16 on a GPU (a cached fp16 TensorRT engine, else an fp32 one), fp32 on the CPU.
+    triton_url: the server for backend "triton" (grpc://host:port; default $UNMASK_TRITON_URL); the
+        server chooses device and precision.
     """
     backend = normalise_backend(backend)
+    if backend == "triton":
+        why = unavailable_reason("triton", caps or Capabilities(), device)
+        if why:
+            raise BackendUnavailable(why)
+        from engines.triton_runner import TritonRunner
+        runner = TritonRunner(model, url=triton_url or os.environ.get(TRITON_URL_ENV, ""))
+        runner.selection_reason = "requested"
+        return runner
     if precision not in PRECISIONS + ("auto",):
         raise ModelError(f"unknown precision {precision!r}: choose fp32, fp16 or auto")
     _check_device(device)
