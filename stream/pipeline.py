@@ -288,8 +288,11 @@ class Pipeline:
         finally:
             if bar is not None:
                 bar.close()
+            cut_short = self._stopped_by != "end of stream"
             for sink in self.sinks:
                 try:
+                    if cut_short and hasattr(sink, "end_audio_with_video"):
+                        sink.end_audio_with_video()   # else the sink copies all the input's audio
                     sink.close()
                 except BaseException as exc:  # noqa: BLE001
                     self._fail("output", exc)

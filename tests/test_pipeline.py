@@ -216,3 +216,24 @@ def test_deferred_downloads_overlap_the_next_frames_and_reach_the_sinks_as_array
     overlaps = sum(min(spans[("download", v)][1], spans[("process", v + 1)][1])
                    > max(spans[("download", v)][0], spans[("process", v + 1)][0]) for v in range(1, 30))
     assert overlaps >= 15, overlaps
+
+
+@pytest.mark.parametrize("max_frames", [None, 10])
+def test_file_to_file_keeps_all_audio_unless_cut_short(tmp_path, max_frames):
+    from media import make_clip, packets
+    from stream.sinks import open_sink
+    from stream.sources import open_source
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=30, audio_s=2.5)   # audio outlasts the video
+    out = tmp_path / "out.mp4"
+    with open_source(str(clip)) as source:
+        stats = run_bounded(Pipeline(source, [open_sink(str(out))], FakeUnmasker,
+                                     max_frames=max_frames))["stats"]
+    source_audio = [bytes(p) for p in packets(clip, "audio")]
+    output_audio = packets(out, "audio")
+    if max_frames is None:
+        assert stats.stopped_by == "end of stream"
+        assert [bytes(p) for p in output_audio] == source_audio
+    else:
+        end = max(float((p.pts + p.duration) * p.time_base) for p in output_audio)
+        assert 0.35 <= end <= 0.45 + 1024 / 48_000 and len(output_audio) < len(source_audio)
