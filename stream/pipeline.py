@@ -128,6 +128,9 @@ class PipelineStats:
 
 
 class Pipeline:
+    STOP_GRACE_S = 5.0    # after a stop, how long threads get before the source is closed under them
+    GIVE_UP_S = 20.0      # how long run() waits without progress for the outputs to be finalised
+
     def __init__(self, source, sinks: list, make_unmasker: Callable[[], object], *,
                  mode: Mode | None = None, max_frames: int | None = None,
                  duration_s: float | None = None, preview=None, progress: bool = False,
@@ -154,6 +157,8 @@ class Pipeline:
         self._frames_in = 0
         self._frames_out = 0
         self._latest = None            # (frame, image, overlay stats) for the preview
+        self._sinks_closed = False
+        self._last_progress = (None, time.monotonic())   # (progress marker, when it last changed)
         self._latest_lock = threading.Lock()
 
     # -- control -------------------------------------------------------------------
@@ -296,13 +301,25 @@ class Pipeline:
                     sink.close()
                 except BaseException as exc:  # noqa: BLE001
                     self._fail("output", exc)
+            self._sinks_closed = True
 
     def _dropped(self) -> int:
         return self.q_in.dropped + self.q_out.dropped + getattr(self.source.stats, "dropped", 0)
 
+    def _stalled(self) -> bool:
+        """Whether no frame came out and no thread finished for GIVE_UP_S (a slow model that
+        still makes progress is waited for; a sink stuck in close() is not)."""
+        marker = (self._frames_out, sum(e.is_set() for e in self._finished.values()))
+        last_marker, since = self._last_progress
+        now = time.monotonic()
+        if marker != last_marker:
+            self._last_progress = (marker, now)
+            return False
+        return now - since > self.GIVE_UP_S
+
     def _wait_for_threads(self) -> None:
         """Let every thread finish (sinks finalise); a second Ctrl-C here is ignored."""
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + self.STOP_GRACE_S
         closed_source = False
         while not all(e.is_set() for e in self._finished.values()):
             try:
@@ -314,10 +331,22 @@ class Pipeline:
                         self.source.close()
                     except Exception:  # noqa: BLE001
                         pass
-                if time.monotonic() > deadline + 15.0:
+                if self._stalled():
                     break   # give up on a thread stuck in native code rather than hang
             except KeyboardInterrupt:
                 continue
+
+    def _unfinished_error(self):
+        """A SinkError when a thread is still running or the sinks were not closed: such an
+        output may be incomplete and must never be reported as done."""
+        stuck = [name for name, done in self._finished.items() if not done.is_set()]
+        if not stuck and self._sinks_closed:
+            return None
+        from stream.errors import SinkError
+        outputs = ", ".join(getattr(s, "description", "") or type(s).__name__ for s in self.sinks)
+        where = f"{' and '.join(stuck)} thread still running" if stuck else "sinks not closed"
+        return SinkError(f"output not finished: no progress for {self.GIVE_UP_S:g} s ({where}); "
+                         f"{outputs or 'the output'} may be incomplete")
 
     # -- run -------------------------------------------------------------------------
     def run(self) -> PipelineStats:
@@ -344,7 +373,10 @@ class Pipeline:
         try:
             if self.preview is not None:
                 self.preview.open(self.source.info)
+            self._last_progress = (None, time.monotonic())
             while not all_done():
+                if self._finished["capture"].is_set() and self._stalled():
+                    break   # the input is read and the rest makes no progress: give up below
                 if self.preview is not None:
                     with self._latest_lock:
                         latest, self._latest = self._latest, None
@@ -381,6 +413,10 @@ class Pipeline:
             stages=self._times.summary(),
             latency_ms={k: float(np.percentile(self._latency, q)) for k, q in
                         (("p50", 50), ("p95", 95), ("p99", 99))} if self._latency else {})
+        unfinished = self._unfinished_error()
+        if unfinished is not None:
+            unfinished.pipeline_stats = stats
+            raise unfinished
         if self._errors:
             where, exc = self._errors[0]
             exc.pipeline_stats = stats  # the CLI still reports what was done

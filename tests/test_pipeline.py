@@ -237,3 +237,52 @@ def test_file_to_file_keeps_all_audio_unless_cut_short(tmp_path, max_frames):
     else:
         end = max(float((p.pts + p.duration) * p.time_base) for p in output_audio)
         assert 0.35 <= end <= 0.45 + 1024 / 48_000 and len(output_audio) < len(source_audio)
+
+
+class HangingCloseSink(MemorySink):
+    """close() blocks until released: an output stuck finalising (a full disk, a dead NFS mount)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def close(self):
+        self.release.wait(30)
+        self.closed = True
+
+
+def test_an_output_that_never_finishes_is_an_error_not_done(monkeypatch):
+    from stream.errors import SinkError
+    monkeypatch.setattr(Pipeline, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(Pipeline, "GIVE_UP_S", 0.5)
+    sink = HangingCloseSink()
+    try:
+        out = run_bounded(Pipeline(ListSource(5), [sink], FakeUnmasker), timeout=10)
+    finally:
+        sink.release.set()
+    assert "stats" not in out and isinstance(out["error"], SinkError)
+    message = str(out["error"])
+    assert "\n" not in message and "not finished" in message
+    assert out["error"].pipeline_stats.frames_out == 5
+
+
+def test_cli_reports_an_unfinished_output_as_one_error_line(monkeypatch, capsys, tmp_path):
+    import run_stream
+    import stream.sinks
+    monkeypatch.setattr(Pipeline, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(Pipeline, "GIVE_UP_S", 0.5)
+    sink = HangingCloseSink()
+    sink.description = "out.mp4"
+    monkeypatch.setattr(stream.sinks, "open_sink", lambda spec, **kw: sink)
+    from media import write_images
+    write_images(tmp_path / "in", range(3))
+    try:
+        code = run_stream.main(["--source", str(tmp_path / "in"), "--output", "out.mp4", "--no-display",
+                                "--method", "classical", "--verbose", "--no-progress"])
+    finally:
+        sink.release.set()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "done:" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "out.mp4" in errors[0] and "Traceback" not in err
