@@ -212,7 +212,8 @@ def _write_stats(args, stats, method, backend) -> None:
     if not args.stats_json:
         return
     data = stats.as_dict()
-    data.update(method=method, backend=backend, source=_redacted(args.source))
+    data.update(method=method, backend=backend, source=_redacted(args.source),
+                outputs=[_redacted(spec) for spec in args.output])
     tmp = args.stats_json.with_suffix(args.stats_json.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(args.stats_json)

@@ -193,9 +193,15 @@ def check_device(device: str | None) -> None:
         raise BenchError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
 
 
+def redact(text: str) -> str:
+    """`text` without the credentials of any URL in it (stream.errors.redact_url)."""
+    from stream.errors import redact_url
+    return redact_url(text)
+
+
 def log(msg: str, quiet: bool = False) -> None:
     if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+        print(redact(msg), file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- results folders
@@ -252,7 +258,7 @@ def write_results(result: dict, out_dir: Path, markdown, plot=None) -> None:
     result["notes"] += plot_notes
     result["files"] = {"json": str(out_dir / f"{name}.json"), "markdown": str(out_dir / f"{name}.md"),
                        "plots": files}
-    md = markdown(result)
+    md = redact(markdown(result))   # reports are shared: no secret from a source URL in them
     (out_dir / f"{name}.md").write_text(md + "\n")
     write_json(out_dir / f"{name}.json", result)
     print(md)
@@ -267,13 +273,16 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def _jsonable(x):
-    """NaN / inf -> None, numpy scalars -> Python, Paths -> str (strict JSON)."""
+    """NaN / inf -> None, numpy scalars -> Python, Paths -> str (strict JSON); strings without
+    the credentials of URLs (a source's URL lands in labels, paths, notes and the command)."""
+    if isinstance(x, str):
+        return redact(x)
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {redact(str(k)): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, Path):
-        return str(x)
+        return redact(str(x))
     if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 1) == 0:
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
