@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from stream.frame import Frame
+from stream.running_stats import RunningStats
 
 _END = object()   # end-of-stream marker passed down the queues
 _POLL_S = 0.05
@@ -97,14 +97,15 @@ class BlockingQueue:
 
 @dataclass
 class StageTimes:
-    samples: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    # Bounded per stage (RunningStats): a run of any length keeps the same memory.
+    samples: dict[str, RunningStats] = field(default_factory=lambda: collections.defaultdict(RunningStats))
 
     def add(self, name: str, ms: float) -> None:
-        self.samples[name].append(ms)
+        self.samples[name].add(ms)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        return {k: {"mean_ms": float(np.mean(v)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
-                for k, v in self.samples.items() if v}
+        return {k: {"mean_ms": v.mean, "p95_ms": v.percentile(95), "n": v.count}
+                for k, v in self.samples.items() if v.count}
 
 
 @dataclass
@@ -151,8 +152,8 @@ class Pipeline:
         self._errors: list[tuple[str, BaseException]] = []
         self._stopped_by = ""
         self._times = StageTimes()
-        self._latency: list[float] = []
-        self._faces: list[int] = []
+        self._latency = RunningStats()   # ms from capture to written output, per frame
+        self._faces = RunningStats()     # faces per frame
         self._masked = 0
         self._frames_in = 0
         self._frames_out = 0
@@ -272,10 +273,10 @@ class Pipeline:
                     sink.write(frame, res.image)
                 frame.stages["encode"] = (time.perf_counter() - t) * 1e3
                 now = time.monotonic()
-                self._latency.append((now - frame.capture_time) * 1e3)
+                self._latency.add((now - frame.capture_time) * 1e3)
                 for k, v in frame.stages.items():
                     self._times.add(k, v)
-                self._faces.append(len(res.faces))
+                self._faces.add(len(res.faces))
                 self._masked += sum(f.masked for f in res.faces)
                 self._frames_out += 1
                 if bar is not None:
@@ -284,7 +285,7 @@ class Pipeline:
                     self.on_frame(frame, res)
                 if self.preview is not None:
                     elapsed = max(now - t_start, 1e-6)
-                    overlay = {"fps": self._frames_out / elapsed, "latency_ms": self._latency[-1],
+                    overlay = {"fps": self._frames_out / elapsed, "latency_ms": self._latency.last,
                                "faces": len(res.faces), "drops": self._dropped()}
                     with self._latest_lock:
                         self._latest = (frame, res.image, overlay)
@@ -408,11 +409,11 @@ class Pipeline:
             frames_dropped=self._dropped(), corrupt_frames=getattr(src_stats, "corrupt_frames", 0),
             reconnects=getattr(src_stats, "reconnects", 0), duration_s=duration,
             fps=self._frames_out / duration if duration > 0 else 0.0,
-            mean_faces=float(np.mean(self._faces)) if self._faces else 0.0,
+            mean_faces=self._faces.mean or 0.0,
             masked_faces=self._masked, stopped_by=self._stopped_by,
             stages=self._times.summary(),
-            latency_ms={k: float(np.percentile(self._latency, q)) for k, q in
-                        (("p50", 50), ("p95", 95), ("p99", 99))} if self._latency else {})
+            latency_ms={k: self._latency.percentile(q) for k, q in
+                        (("p50", 50), ("p95", 95), ("p99", 99))} if self._latency.count else {})
         unfinished = self._unfinished_error()
         if unfinished is not None:
             unfinished.pipeline_stats = stats

@@ -286,3 +286,15 @@ def test_cli_reports_an_unfinished_output_as_one_error_line(monkeypatch, capsys,
     assert "done:" not in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "out.mp4" in errors[0] and "Traceback" not in err
+
+
+def test_long_runs_keep_bounded_statistics(monkeypatch):
+    from stream import running_stats
+    monkeypatch.setattr(running_stats, "DEFAULT_CAPACITY", 64)
+    pipe = Pipeline(ListSource(500), [MemorySink()], FakeUnmasker)
+    stats = run_bounded(pipe)["stats"]
+    assert stats.frames_out == 500
+    structures = [pipe._latency, pipe._faces, *pipe._times.samples.values()]
+    assert all(len(s.samples()) == 64 for s in structures)       # not one entry per frame
+    assert stats.stages["track"]["n"] == 500 and stats.stages["track"]["mean_ms"] == pytest.approx(0.1)
+    assert stats.mean_faces == 0.0 and set(stats.latency_ms) == {"p50", "p95", "p99"}
