@@ -359,3 +359,31 @@ def test_gpu_path_bad_input_is_one_clear_line(tmp_path):
     assert_one_line_error(run("benchmarks.gpu_path", "--setups", "warp-drive"))
     assert_one_line_error(run("benchmarks.gpu_path", "--device", "tpu"))
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ soak
+
+def test_soak_runs_against_the_rtsp_test_server(tmp_path):
+    from test_rtsp import PROBE, SYSTEM_PYTHON, _server_environment
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", PROBE], capture_output=True, text=True, timeout=60,
+                           env=_server_environment())
+    assert probe.returncode == 0, ("the soak needs GStreamer's RTSP server: apt-get install "
+                                   "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,"
+                                   "good,bad} gstreamer1.0-libav")
+    out = tmp_path / "soak"
+    proc = run("benchmarks.soak", "--minutes", 0.15, "--method", "classical", "--clip-seconds", 4,
+               "--rss-interval-s", 0.5, "--clips-dir", tmp_path / "clips", "--out", out, "--quiet",
+               timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "soak.json").read_text())
+    soak = data["soak"]
+    assert soak["stopped_by"] == "duration" and soak["duration_s"] == pytest.approx(9.0)
+    assert soak["reconnects"] >= 1                          # the 4 s clip looped
+    assert soak["frames_out"] > 50
+    rss = soak["rss_mb"]
+    assert len(rss["samples"]) >= 10 and rss["start"] > 0 and rss["end"] > 0
+    assert rss["growth_pct"] == pytest.approx((rss["end"] - rss["start"]) / rss["start"] * 100)
+    first, last = soak["latency_ms"]["first_window"], soak["latency_ms"]["last_window"]
+    assert first["frames"] > 0 and last["frames"] > 0 and soak["window_s"] == pytest.approx(3.0)
+    assert soak["latency_ms"]["p95_drift_ms"] == pytest.approx(last["p95_ms"] - first["p95_ms"])
+    assert "RSS growth" in (out / "soak.md").read_text()
