@@ -159,6 +159,7 @@ class Pipeline:
         self._frames_out = 0
         self._latest = None            # (frame, image, overlay stats) for the preview
         self._sinks_closed = False
+        self._unmasker_ready = threading.Event()
         self._last_progress = (None, time.monotonic())   # (progress marker, when it last changed)
         self._latest_lock = threading.Lock()
 
@@ -206,6 +207,7 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001
             self._fail("inference", exc)
             return
+        self._unmasker_ready.set()
         last_ts = -1.0
         try:
             while True:
@@ -313,7 +315,8 @@ class Pipeline:
         marker = (self._frames_out, sum(e.is_set() for e in self._finished.values()))
         last_marker, since = self._last_progress
         now = time.monotonic()
-        if marker != last_marker:
+        loading = not self._unmasker_ready.is_set() and not self._finished["inference"].is_set()
+        if marker != last_marker or loading:   # loading models (GPU warm-up) is not a stall
             self._last_progress = (marker, now)
             return False
         return now - since > self.GIVE_UP_S
