@@ -250,9 +250,10 @@ def result_header(benchmark: str, prog: str, argv) -> dict:
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": [prog] + list(argv or sys.argv[1:])}
 
 
-def write_results(result: dict, out_dir: Path, markdown, plot=None) -> None:
+def write_results(result: dict, out_dir: Path, markdown, plot=None, json_path: Path | None = None) -> None:
     """Draw the plots (`plot(result, out_dir)` -> files, notes; None with --no-plots), record them
-    in `result`, write <benchmark>.json and <benchmark>.md to out_dir and print the Markdown."""
+    in `result`, write <benchmark>.json and <benchmark>.md to out_dir (and the JSON to `json_path`
+    too, --json) and print the Markdown."""
     name = result["benchmark"]
     files, plot_notes = plot(result, out_dir) if plot is not None else ([], [])
     result["notes"] += plot_notes
@@ -261,6 +262,9 @@ def write_results(result: dict, out_dir: Path, markdown, plot=None) -> None:
     md = redact(markdown(result))   # reports are shared: no secret from a source URL in them
     (out_dir / f"{name}.md").write_text(md + "\n")
     write_json(out_dir / f"{name}.json", result)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(json_path), result)
     print(md)
 
 
@@ -751,6 +755,9 @@ def add_output_arguments(group, no_plots_help: str, verbose: bool = True) -> Non
     group.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>/)")
     group.add_argument("--overwrite", action="store_true", help="allow an existing non-empty --out")
     group.add_argument("--no-plots", action="store_true", help=no_plots_help)
+    group.add_argument("--json", type=Path, metavar="PATH",
+                       help="also write the results JSON here (e.g. benchmarks/reports/perf/*.json, "
+                            "which python -m benchmarks.figures renders into the README's tables)")
     group.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     if verbose:
         group.add_argument("--verbose", action="store_true", help="show native library logging")
