@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -115,9 +116,29 @@ def _graceful_terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+class _RedactingFormatter(logging.Formatter):
+    """'warning: message' on one line, without URL credentials."""
+
+    def format(self, record):
+        from stream.errors import redact_url
+        text = " ".join(super().format(record).split())
+        return f"{record.levelname.lower()}: {redact_url(text)}"
+
+
+def configure_logging(verbose: bool) -> None:
+    """Show the library's warnings (a failed engine-cache lookup, a resized frame, a source
+    reconnecting); --verbose adds its INFO lines."""
+    handler = logging.StreamHandler()   # sys.stderr at each write, also once it is redirected
+    handler.setFormatter(_RedactingFormatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _graceful_terminate)
+    configure_logging(args.verbose)
     if not args.verbose:
         os.environ.setdefault("GLOG_minloglevel", "2")
         from stream.logfilter import filter_native_stderr
@@ -271,7 +292,8 @@ def _write_stats(args, stats, method, backend, outage_guards=()) -> None:
     if not args.stats_json:
         return
     data = stats.as_dict()
-    data.update(method=method, backend=backend, source=_redacted(args.source))
+    data.update(method=method, backend=backend, source=_redacted(args.source),
+                outputs=[_redacted(spec) for spec in args.output])
     if args.backend == "triton":
         data.update(frames_passed_through=sum(g.passed_through for g in outage_guards),
                     server_outages=sum(g.outages for g in outage_guards))

@@ -76,9 +76,23 @@ def clip_report(path: Path, max_faces: int = 1, kind: str = "mediapipe", device:
             "track_ms_mean": float(np.mean(times)), "track_ms_p95": float(np.percentile(times, 95))}
 
 
+DEFAULT_PHOTOS = ROOT / "data" / "raw" / "rmfd_dev"
+
+
+def missing_data(folder: Path, photos: list, clips: list) -> str | None:
+    """Why there is nothing to measure (an empty table is not a result), with the command that
+    prepares the data; None when there is something."""
+    if photos or clips:
+        return None
+    where = f"no photos in {folder}" if folder.is_dir() else f"photo folder {folder} does not exist"
+    hint = ("python -m training.data.prepare extracts rmfd_dev there" if folder == DEFAULT_PHOTOS
+            else "pass --photos DIR with .jpg/.png photos")
+    return f"nothing to measure: {where} ({hint}) and no clips (--clips A.mp4 ...)"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--photos", type=Path, default=ROOT / "data" / "raw" / "rmfd_dev")
+    ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     ap.add_argument("--clips", type=Path, nargs="*", default=sorted(
         (ROOT.parent / "shared" / "data" / "real" / "videos").glob("*.mp4")))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detection")
@@ -89,8 +103,12 @@ def main(argv=None) -> int:
         if not c.exists():
             print(f"error: clip not found: {c}", file=sys.stderr)
             return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     photos = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    problem = missing_data(args.photos, photos, args.clips)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
     result = {"photos": [photos_report(photos, k, args.device) for k in args.trackers] if photos else [],
               "clips": [clip_report(c, 1, k, args.device) for k in args.trackers for c in args.clips]}
     (args.out / "detection.json").write_text(json.dumps(result, indent=2) + "\n")

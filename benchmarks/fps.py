@@ -794,7 +794,7 @@ def _run(args, argv) -> int:
     result["speedup"] = {_label(c): c["speedup"] for c in configs if c["status"] == "ok" and c.get("speedup")}
     result["method_comparison"] = _method_comparison(configs)
     result["rows"] = _rows(configs)
-    report.write_results(result, out_dir, markdown, None if args.no_plots else plots)
+    report.write_results(result, out_dir, markdown, None if args.no_plots else plots, json_path=args.json)
     files = result["files"]["plots"]
     log(f"wrote {out_dir / 'fps.json'}, {out_dir / 'fps.md'}" + (f" and {len(files)} plot(s)" if files else ""),
         quiet)

@@ -240,7 +240,7 @@ def _run(args, argv) -> int:
             by_kind[kind] = ({"skipped": reason} if reason else
                              run_tracker(kind, warm + measured, args.device, args.warmup))
     out_dir = report.prepare_out_dir(args.out, args.overwrite)
-    report.write_results(result, out_dir, markdown)
+    report.write_results(result, out_dir, markdown, json_path=args.json)
     return 0
 
 

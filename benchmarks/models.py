@@ -271,7 +271,7 @@ def _run(args, argv) -> int:
                               "faces_per_s": r["faces_per_s"]}}
                  for r in results if r["status"] == "ok"],
     }
-    report.write_results(result, out_dir, markdown, None if args.no_plots else plot)
+    report.write_results(result, out_dir, markdown, None if args.no_plots else plot, json_path=args.json)
     log(f"wrote {out_dir / 'models.json'}, {out_dir / 'models.md'}", quiet)
     if not any(r["status"] == "ok" for r in results):
         raise BenchError("no model could be measured on any requested backend (see 'Not measured' above)", 1)

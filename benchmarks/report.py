@@ -193,9 +193,15 @@ def check_device(device: str | None) -> None:
         raise BenchError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
 
 
+def redact(text: str) -> str:
+    """`text` without the credentials of any URL in it (stream.errors.redact_url)."""
+    from stream.errors import redact_url
+    return redact_url(text)
+
+
 def log(msg: str, quiet: bool = False) -> None:
     if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+        print(redact(msg), file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- results folders
@@ -244,17 +250,21 @@ def result_header(benchmark: str, prog: str, argv) -> dict:
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": [prog] + list(argv or sys.argv[1:])}
 
 
-def write_results(result: dict, out_dir: Path, markdown, plot=None) -> None:
+def write_results(result: dict, out_dir: Path, markdown, plot=None, json_path: Path | None = None) -> None:
     """Draw the plots (`plot(result, out_dir)` -> files, notes; None with --no-plots), record them
-    in `result`, write <benchmark>.json and <benchmark>.md to out_dir and print the Markdown."""
+    in `result`, write <benchmark>.json and <benchmark>.md to out_dir (and the JSON to `json_path`
+    too, --json) and print the Markdown."""
     name = result["benchmark"]
     files, plot_notes = plot(result, out_dir) if plot is not None else ([], [])
     result["notes"] += plot_notes
     result["files"] = {"json": str(out_dir / f"{name}.json"), "markdown": str(out_dir / f"{name}.md"),
                        "plots": files}
-    md = markdown(result)
+    md = redact(markdown(result))   # reports are shared: no secret from a source URL in them
     (out_dir / f"{name}.md").write_text(md + "\n")
     write_json(out_dir / f"{name}.json", result)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(json_path), result)
     print(md)
 
 
@@ -267,13 +277,16 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def _jsonable(x):
-    """NaN / inf -> None, numpy scalars -> Python, Paths -> str (strict JSON)."""
+    """NaN / inf -> None, numpy scalars -> Python, Paths -> str (strict JSON); strings without
+    the credentials of URLs (a source's URL lands in labels, paths, notes and the command)."""
+    if isinstance(x, str):
+        return redact(x)
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {redact(str(k)): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, Path):
-        return str(x)
+        return redact(str(x))
     if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 1) == 0:
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -742,6 +755,9 @@ def add_output_arguments(group, no_plots_help: str, verbose: bool = True) -> Non
     group.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>/)")
     group.add_argument("--overwrite", action="store_true", help="allow an existing non-empty --out")
     group.add_argument("--no-plots", action="store_true", help=no_plots_help)
+    group.add_argument("--json", type=Path, metavar="PATH",
+                       help="also write the results JSON here (e.g. benchmarks/reports/perf/*.json, "
+                            "which python -m benchmarks.figures renders into the README's tables)")
     group.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     if verbose:
         group.add_argument("--verbose", action="store_true", help="show native library logging")

@@ -398,7 +398,7 @@ def _run(args, argv) -> int:
                               "fps": r["variants"][v]["fps"]}}
                  for r in results for v in VARIANTS],
     }
-    report.write_results(result, out_dir, markdown, None if args.no_plots else plot)
+    report.write_results(result, out_dir, markdown, None if args.no_plots else plot, json_path=args.json)
     log(f"wrote {out_dir / 'temporal.json'}, {out_dir / 'temporal.md'}", quiet)
     return 0
 

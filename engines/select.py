@@ -56,6 +56,12 @@ class Capabilities:
     torch_cuda: bool = False               # torch.cuda.is_available()
     onnxruntime: bool = False
     ort_providers: tuple = field(default_factory=tuple)
+    # (package, "ExceptionType: message") for packages that are installed but fail to import:
+    # a broken install must say what failed, not claim the package is missing.
+    broken: tuple = field(default_factory=tuple)
+
+    def import_error(self, package: str) -> str | None:
+        return dict(self.broken).get(package)
 
 
 def driver_gpu_count() -> int:
@@ -89,28 +95,30 @@ def probe(torch_cuda: bool = True) -> Capabilities:
     """Look at what is installed; imports only packages that are present. `torch_cuda=False` skips
     importing torch (slow) when the caller cannot use PyTorch anyway."""
     has = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
+    broken = []
     trt_ok = False
     if has("tensorrt"):
         try:
             import tensorrt  # noqa: F401
             trt_ok = True
-        except Exception:
-            trt_ok = False
+        except Exception as exc:  # ImportError, or OSError for missing native libraries
+            broken.append(("tensorrt", _failure(exc)))
     torch_ok = has("torch")
     torch_has_cuda = False
     if torch_ok and torch_cuda and not _torch_is_cpu_only_build():
         try:
             import torch
             torch_has_cuda = bool(torch.cuda.is_available())
-        except Exception:
+        except Exception as exc:
             torch_ok = False
+            broken.append(("torch", _failure(exc)))
     ort_ok, providers = False, ()
     if has("onnxruntime"):
         try:
             import onnxruntime as ort
             ort_ok, providers = True, tuple(ort.get_available_providers())
-        except Exception:
-            pass
+        except Exception as exc:
+            broken.append(("onnxruntime", _failure(exc)))
     binding = None
     if trt_ok:
         from engines.tensorrt_runner import cuda_binding_available
@@ -120,7 +128,20 @@ def probe(torch_cuda: bool = True) -> Capabilities:
         import torch
         gpus = max(gpus, torch.cuda.device_count())
     return Capabilities(tensorrt=trt_ok, cuda_binding=binding, cuda_gpus=gpus, torch=torch_ok,
-                        torch_cuda=torch_has_cuda, onnxruntime=ort_ok, ort_providers=providers)
+                        torch_cuda=torch_has_cuda, onnxruntime=ort_ok, ort_providers=providers,
+                        broken=tuple(broken))
+
+
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _broken_install(package: str, caps: Capabilities) -> str | None:
+    error = caps.import_error(package)
+    if error is None:
+        return None
+    return (f"{package} is installed but failed to import ({error}): repair the install "
+            f"(pip install --force-reinstall {package}) or choose another backend")
 
 
 def normalise_backend(backend: str) -> str:
@@ -138,7 +159,11 @@ def _check_device(device: str | None) -> None:
 
 
 def unavailable_reason(backend: str, caps: Capabilities, device: str | None) -> str | None:
-    """None when `backend` can run on `device` with `caps`; else the one line saying what to install."""
+    """None when `backend` can run on `device` with `caps`; else the one line saying what to install
+    (or, for a broken install, what failed)."""
+    broken = _broken_install(backend, caps) if backend != "tensorrt" or device != "cpu" else None
+    if broken:
+        return broken
     if backend == "tensorrt":
         if device == "cpu":
             return "TensorRT runs on an NVIDIA GPU only: use --backend onnxruntime for --device cpu"
@@ -213,7 +238,7 @@ def choose_backend(backend: str, device: str | None, caps: Capabilities, *,
                 (caps.cuda_gpus > 0 or device is not None):
             return Choice("onnxruntime", gpu_device, "auto: " + "; ".join(skipped))
     if not caps.onnxruntime:
-        raise BackendUnavailable(INSTALL["onnxruntime"])
+        raise BackendUnavailable(_broken_install("onnxruntime", caps) or INSTALL["onnxruntime"])
     if device is not None and device.startswith("cuda"):
         raise BackendUnavailable(f"no backend can run on {device} here ({'; '.join(skipped)}): "
                                  f"use --device cpu or install the GPU extras (pip install .[gpu])")
@@ -238,7 +263,9 @@ def cached_engine_precision(onnx_path: Path, precisions: tuple, device: str) -> 
                           compute_capability=cc, precision=p) is not None:
                 return p
     except Exception as e:  # an unusable GPU stack is "no engine": auto falls through to the next backend
-        log.info("TensorRT engine lookup failed: %s", e)
+        # A warning, not INFO: someone who built engines wants to know why they are not used.
+        log.warning("TensorRT engine lookup failed (%s: %s); not using TensorRT",
+                    type(e).__name__, " ".join(str(e).split()))
     return None
 
 

@@ -23,6 +23,7 @@ it into a failure). Without TensorRT: one line, exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "models" / "weights"
 DEFAULT_MODELS = ("analyser", "inpainter_fast", "inpainter_hq", "face_detector", "face_mesh")
 TENSORRT_MISSING = "TensorRT is not installed: pip install .[gpu] on a machine with an NVIDIA GPU"
+ONNX_MISSING = "error: onnx is not installed (build_engines reads the ONNX graphs): pip install .[gpu]"
 
 # Inputs that ONNX requires to be float32 whatever the data type of the op (Resize roi / scales).
 FP32_ONLY_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
@@ -371,6 +373,23 @@ def check_engine(runner, reference, batches=(1,), seed: int = 0) -> dict[str, fl
     return worst
 
 
+def _missing_build_dependency() -> str | None:
+    """One line when TensorRT or onnx (which the fp16 pass and the parser check read) cannot be
+    imported: missing (what to install) or broken (what failed)."""
+    for module, missing in (("tensorrt", TENSORRT_MISSING), ("onnx", ONNX_MISSING)):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name in (module, None) or exc.name.startswith(module + "."):
+                return missing
+            return f"error: {module} failed to import (ModuleNotFoundError: {exc}): pip install .[gpu]"
+        except Exception as exc:  # noqa: BLE001 - OSError when native libraries are missing
+            return (f"error: {module} is installed but failed to import "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())}): repair it (pip install "
+                    f"--force-reinstall {module})")
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Build TensorRT engines from models/weights/*.onnx.")
     ap.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
@@ -395,11 +414,11 @@ def main(argv=None) -> int:
     if args.workspace <= 0:
         ap.error("--workspace must be positive")
 
-    try:
-        import tensorrt as trt
-    except Exception:  # ImportError, or OSError when the libraries are missing
-        print(TENSORRT_MISSING, file=sys.stderr)
+    problem = _missing_build_dependency()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
+    import tensorrt as trt
 
     from engines.base import ModelError, model_name_of, resolve_model
     from engines.cache import EngineCache, EngineKey, file_sha256, profile_for

@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import re
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+@)")
+# scheme://userinfo@host: the userinfo runs to the LAST @ before the path, query or fragment
+# (FFmpeg accepts rtsp://alice:p@ss@cam/x, whose password is "p@ss").
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s'\"<>]*@")
+# A query parameter whose name suggests a secret: ?password= &passphrase= (SRT) &token=
+# &access_token= &key= &api_key= &sig= &X-Amz-Signature= &auth= ... Over-redacting is harmless.
+_SECRET_PARAMETER = re.compile(
+    r"(?P<name>(?<=[?&;])[\w.~-]*(?:pass|pwd|token|secret|auth|credential|sig|key|session|cookie)"
+    r"[\w.~-]*=)[^&;#\s'\"<>]*", re.IGNORECASE)
 
 
 def redact_url(text: str) -> str:
-    """Replace user:password@ in every URL inside `text` with ***@ (never print credentials)."""
-    return _CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", str(text))
+    """Hide the credentials of every URL inside `text`: user:password@ becomes ***@, and the
+    value of every secret-looking query parameter becomes *** (never print or store secrets)."""
+    text = _CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", str(text))
+    return _SECRET_PARAMETER.sub(lambda m: m.group("name") + "***", text)
 
 
 class UnmaskError(Exception):

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 
 from stream.frame import Frame
+from stream.running_stats import RunningStats
 
 _END = object()   # end-of-stream marker passed down the queues
 _POLL_S = 0.05
@@ -97,14 +97,15 @@ class BlockingQueue:
 
 @dataclass
 class StageTimes:
-    samples: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    # Bounded per stage (RunningStats): a run of any length keeps the same memory.
+    samples: dict[str, RunningStats] = field(default_factory=lambda: collections.defaultdict(RunningStats))
 
     def add(self, name: str, ms: float) -> None:
-        self.samples[name].append(ms)
+        self.samples[name].add(ms)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        return {k: {"mean_ms": float(np.mean(v)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
-                for k, v in self.samples.items() if v}
+        return {k: {"mean_ms": v.mean, "p95_ms": v.percentile(95), "n": v.count}
+                for k, v in self.samples.items() if v.count}
 
 
 @dataclass
@@ -128,6 +129,9 @@ class PipelineStats:
 
 
 class Pipeline:
+    STOP_GRACE_S = 5.0    # after a stop, how long threads get before the source is closed under them
+    GIVE_UP_S = 20.0      # how long run() waits without progress for the outputs to be finalised
+
     def __init__(self, source, sinks: list, make_unmasker: Callable[[], object], *,
                  mode: Mode | None = None, max_frames: int | None = None,
                  duration_s: float | None = None, preview=None, progress: bool = False,
@@ -148,12 +152,15 @@ class Pipeline:
         self._errors: list[tuple[str, BaseException]] = []
         self._stopped_by = ""
         self._times = StageTimes()
-        self._latency: list[float] = []
-        self._faces: list[int] = []
+        self._latency = RunningStats()   # ms from capture to written output, per frame
+        self._faces = RunningStats()     # faces per frame
         self._masked = 0
         self._frames_in = 0
         self._frames_out = 0
         self._latest = None            # (frame, image, overlay stats) for the preview
+        self._sinks_closed = False
+        self._unmasker_ready = threading.Event()
+        self._last_progress = (None, time.monotonic())   # (progress marker, when it last changed)
         self._latest_lock = threading.Lock()
 
     # -- control -------------------------------------------------------------------
@@ -200,6 +207,7 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001
             self._fail("inference", exc)
             return
+        self._unmasker_ready.set()
         last_ts = -1.0
         try:
             while True:
@@ -267,10 +275,10 @@ class Pipeline:
                     sink.write(frame, res.image)
                 frame.stages["encode"] = (time.perf_counter() - t) * 1e3
                 now = time.monotonic()
-                self._latency.append((now - frame.capture_time) * 1e3)
+                self._latency.add((now - frame.capture_time) * 1e3)
                 for k, v in frame.stages.items():
                     self._times.add(k, v)
-                self._faces.append(len(res.faces))
+                self._faces.add(len(res.faces))
                 self._masked += sum(f.masked for f in res.faces)
                 self._frames_out += 1
                 if bar is not None:
@@ -279,7 +287,7 @@ class Pipeline:
                     self.on_frame(frame, res)
                 if self.preview is not None:
                     elapsed = max(now - t_start, 1e-6)
-                    overlay = {"fps": self._frames_out / elapsed, "latency_ms": self._latency[-1],
+                    overlay = {"fps": self._frames_out / elapsed, "latency_ms": self._latency.last,
                                "faces": len(res.faces), "drops": self._dropped()}
                     with self._latest_lock:
                         self._latest = (frame, res.image, overlay)
@@ -288,18 +296,34 @@ class Pipeline:
         finally:
             if bar is not None:
                 bar.close()
+            cut_short = self._stopped_by != "end of stream"
             for sink in self.sinks:
                 try:
+                    if cut_short and hasattr(sink, "end_audio_with_video"):
+                        sink.end_audio_with_video()   # else the sink copies all the input's audio
                     sink.close()
                 except BaseException as exc:  # noqa: BLE001
                     self._fail("output", exc)
+            self._sinks_closed = True
 
     def _dropped(self) -> int:
         return self.q_in.dropped + self.q_out.dropped + getattr(self.source.stats, "dropped", 0)
 
+    def _stalled(self) -> bool:
+        """Whether no frame came out and no thread finished for GIVE_UP_S (a slow model that
+        still makes progress is waited for; a sink stuck in close() is not)."""
+        marker = (self._frames_out, sum(e.is_set() for e in self._finished.values()))
+        last_marker, since = self._last_progress
+        now = time.monotonic()
+        loading = not self._unmasker_ready.is_set() and not self._finished["inference"].is_set()
+        if marker != last_marker or loading:   # loading models (GPU warm-up) is not a stall
+            self._last_progress = (marker, now)
+            return False
+        return now - since > self.GIVE_UP_S
+
     def _wait_for_threads(self) -> None:
         """Let every thread finish (sinks finalise); a second Ctrl-C here is ignored."""
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + self.STOP_GRACE_S
         closed_source = False
         while not all(e.is_set() for e in self._finished.values()):
             try:
@@ -311,10 +335,22 @@ class Pipeline:
                         self.source.close()
                     except Exception:  # noqa: BLE001
                         pass
-                if time.monotonic() > deadline + 15.0:
+                if self._stalled():
                     break   # give up on a thread stuck in native code rather than hang
             except KeyboardInterrupt:
                 continue
+
+    def _unfinished_error(self):
+        """A SinkError when a thread is still running or the sinks were not closed: such an
+        output may be incomplete and must never be reported as done."""
+        stuck = [name for name, done in self._finished.items() if not done.is_set()]
+        if not stuck and self._sinks_closed:
+            return None
+        from stream.errors import SinkError
+        outputs = ", ".join(getattr(s, "description", "") or type(s).__name__ for s in self.sinks)
+        where = f"{' and '.join(stuck)} thread still running" if stuck else "sinks not closed"
+        return SinkError(f"output not finished: no progress for {self.GIVE_UP_S:g} s ({where}); "
+                         f"{outputs or 'the output'} may be incomplete")
 
     # -- run -------------------------------------------------------------------------
     def run(self) -> PipelineStats:
@@ -341,7 +377,10 @@ class Pipeline:
         try:
             if self.preview is not None:
                 self.preview.open(self.source.info)
+            self._last_progress = (None, time.monotonic())
             while not all_done():
+                if self._finished["capture"].is_set() and self._stalled():
+                    break   # the input is read and the rest makes no progress: give up below
                 if self.preview is not None:
                     with self._latest_lock:
                         latest, self._latest = self._latest, None
@@ -373,11 +412,15 @@ class Pipeline:
             frames_dropped=self._dropped(), corrupt_frames=getattr(src_stats, "corrupt_frames", 0),
             reconnects=getattr(src_stats, "reconnects", 0), duration_s=duration,
             fps=self._frames_out / duration if duration > 0 else 0.0,
-            mean_faces=float(np.mean(self._faces)) if self._faces else 0.0,
+            mean_faces=self._faces.mean or 0.0,
             masked_faces=self._masked, stopped_by=self._stopped_by,
             stages=self._times.summary(),
-            latency_ms={k: float(np.percentile(self._latency, q)) for k, q in
-                        (("p50", 50), ("p95", 95), ("p99", 99))} if self._latency else {})
+            latency_ms={k: self._latency.percentile(q) for k, q in
+                        (("p50", 50), ("p95", 95), ("p99", 99))} if self._latency.count else {})
+        unfinished = self._unfinished_error()
+        if unfinished is not None:
+            unfinished.pipeline_stats = stats
+            raise unfinished
         if self._errors:
             where, exc = self._errors[0]
             exc.pipeline_stats = stats  # the CLI still reports what was done

@@ -289,6 +289,7 @@ class VideoFileSink(_EncodingSink):
         self._audio_out: av.AudioStream | None = None
         self._audio_packets = None
         self._held_audio: av.Packet | None = None   # read ahead, not yet due
+        self._audio_until_video_end = False          # set by end_audio_with_video()
 
     def check(self) -> None:
         path = self.path
@@ -340,8 +341,9 @@ class VideoFileSink(_EncodingSink):
         self._audio_in = audio_in
         self._audio_packets = audio_in.demux(template)
 
-    def _copy_audio(self, until_s: Fraction, *, inclusive: bool) -> None:
-        """Mux the input's audio packets that start before `until_s` (or at it, if inclusive)."""
+    def _copy_audio(self, until_s: Fraction | None, *, inclusive: bool) -> None:
+        """Mux the input's audio packets that start before `until_s` (or at it, if inclusive);
+        all that are left when `until_s` is None."""
         while self._audio_packets is not None:
             packet = self._held_audio
             if packet is None:
@@ -354,7 +356,7 @@ class VideoFileSink(_EncodingSink):
                 self._held_audio = None   # demux's empty flush packet
                 continue
             start = packet.pts * packet.time_base
-            if start > until_s if inclusive else start >= until_s:
+            if until_s is not None and (start > until_s if inclusive else start >= until_s):
                 self._held_audio = packet
                 return
             self._held_audio = None
@@ -367,10 +369,19 @@ class VideoFileSink(_EncodingSink):
         if self._audio_packets is not None and timestamp is not None:
             self._copy_audio(timestamp * packet.time_base, inclusive=True)
 
+    def end_audio_with_video(self) -> None:
+        """The input was cut short (max frames, duration, a stop): end the audio where the video
+        ends instead of copying the rest of the input's audio."""
+        self._audio_until_video_end = True
+
     def _before_trailer(self) -> None:
-        if self._audio_packets is not None and self._last_pts is not None:
-            # The rest of the audio up to the end of the last frame written: a run stopped early
-            # gets audio as long as its video.
+        if self._audio_packets is None:
+            return
+        if not self._audio_until_video_end:
+            # The whole input was written: every remaining audio packet goes in, also when the
+            # audio outlasts the video (AAC padding, a longer soundtrack).
+            self._copy_audio(None, inclusive=True)
+        elif self._last_pts is not None:
             self._copy_audio((self._last_pts + self._step) * self._time_base, inclusive=False)
 
     def _finish(self, committed: bool) -> None:

@@ -50,10 +50,11 @@ def read_index(image: np.ndarray) -> int:
 
 
 def make_clip(path, n_frames: int = 30, size: tuple[int, int] = (320, 240), fps: int = 25,
-              audio: bool = True, codec: str = "libx264", gop: int | None = None) -> Path:
+              audio: bool = True, codec: str = "libx264", gop: int | None = None,
+              audio_s: float | None = None) -> Path:
     """Write an H.264 clip (B-frames on, so pts != dts) with an optional AAC sine track.
 
-    The audio lasts exactly as long as the video. Returns the path.
+    The audio lasts exactly as long as the video, or `audio_s` seconds. Returns the path.
     """
     path = Path(path)
     with av.open(str(path), "w") as container:
@@ -75,7 +76,7 @@ def make_clip(path, n_frames: int = 30, size: tuple[int, int] = (320, 240), fps:
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None:
-            total = round(n_frames / fps * AUDIO_RATE)
+            total = round((n_frames / fps if audio_s is None else audio_s) * AUDIO_RATE)
             t = np.arange(total) / AUDIO_RATE
             samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
             for start in range(0, total, 1024):

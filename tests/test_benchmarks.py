@@ -47,9 +47,11 @@ def fps_run(tmp_path_factory):
     out = base / "results"
     t = time.monotonic()
     proc = run("benchmarks.fps", "--resolutions", "320x240", "--faces", "1", "--frames", FRAMES,
-               "--warmup", WARMUP, "--repeats", 1, "--clips-dir", base / "clips", "--out", out, "--quiet")
+               "--warmup", WARMUP, "--repeats", 1, "--clips-dir", base / "clips", "--out", out, "--quiet",
+               "--json", base / "perf" / "fps.json")
     assert proc.returncode == 0, proc.stderr
     return {"out": out, "proc": proc, "data": json.loads((out / "fps.json").read_text()),
+            "json_copy": base / "perf" / "fps.json",
             "clips": base / "clips", "seconds": time.monotonic() - t}
 
 
@@ -359,3 +361,82 @@ def test_gpu_path_bad_input_is_one_clear_line(tmp_path):
     assert_one_line_error(run("benchmarks.gpu_path", "--setups", "warp-drive"))
     assert_one_line_error(run("benchmarks.gpu_path", "--device", "tpu"))
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------ soak
+
+def test_soak_runs_against_the_rtsp_test_server(tmp_path):
+    from test_rtsp import PROBE, SYSTEM_PYTHON, _server_environment
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", PROBE], capture_output=True, text=True, timeout=60,
+                           env=_server_environment())
+    assert probe.returncode == 0, ("the soak needs GStreamer's RTSP server: apt-get install "
+                                   "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{base,"
+                                   "good,bad} gstreamer1.0-libav")
+    out = tmp_path / "soak"
+    proc = run("benchmarks.soak", "--minutes", 0.15, "--method", "classical", "--clip-seconds", 4,
+               "--rss-interval-s", 0.5, "--clips-dir", tmp_path / "clips", "--out", out, "--quiet",
+               timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((out / "soak.json").read_text())
+    soak = data["soak"]
+    assert soak["stopped_by"] == "duration" and soak["duration_s"] == pytest.approx(9.0)
+    assert soak["reconnects"] >= 1                          # the 4 s clip looped
+    assert soak["frames_out"] > 50
+    rss = soak["rss_mb"]
+    assert len(rss["samples"]) >= 10 and rss["start"] > 0 and rss["end"] > 0
+    assert rss["growth_pct"] == pytest.approx((rss["end"] - rss["start"]) / rss["start"] * 100)
+    first, last = soak["latency_ms"]["first_window"], soak["latency_ms"]["last_window"]
+    assert first["frames"] > 0 and last["frames"] > 0 and soak["window_s"] == pytest.approx(3.0)
+    assert soak["latency_ms"]["p95_drift_ms"] == pytest.approx(last["p95_ms"] - first["p95_ms"])
+    assert "RSS growth" in (out / "soak.md").read_text()
+
+
+# ------------------------------------------------------------------------------------ figures
+
+def test_fps_json_option_writes_the_results_json_there(fps_run):
+    assert json.loads(fps_run["json_copy"].read_text()) == fps_run["data"]
+
+
+def test_readme_tables_are_rendered_from_the_results_json(fps_run):
+    from benchmarks import figures
+    data = fps_run["data"]
+    generated = figures.generated_table(data)
+    config = [c for c in data["configs"] if c["key"]["method"] == "model"][0]
+    fps = config["engines"]["pipelined"]["fps"]["median"]
+    p95 = config["engines"]["live"]["latency_ms"]["p95"]
+    assert f"| 320×240 | {fps:.1f} FPS / {p95:.0f} ms" in generated
+    assert f"measured {data['created'][:10]}" in generated
+    sample = figures.sample_table(data)
+    assert f"| model | {fps:.1f} (" in sample and f"{config['speedup']:.2f}×" in sample
+    assert "| classical baseline |" in sample and "Mean ms per frame" in sample
+
+
+def test_the_readme_gpu_table_is_the_committed_json():
+    from benchmarks import figures
+    table = figures.gpu_table(figures.load(*figures.SOURCES["gpu"]))
+    readme = (ROOT / "README.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith(("| 720p", "| 1080p"))]
+    assert len(rows) == 2 and all(row in readme for row in rows), table
+
+
+def test_stage_figure_is_dated_from_its_json(fps_run, tmp_path):
+    from benchmarks import figures
+    out = figures.stages_figure(fps_run["data"], tmp_path / "perf_stages.png")
+    assert_png(out)
+    from PIL import Image
+    assert fps_run["data"]["created"] in Image.open(out).info["Title"]
+
+
+def test_figures_without_their_json_name_the_command(tmp_path):
+    proc = run("benchmarks.figures", "tables", "--fps-sample", tmp_path / "none.json")
+    assert_one_line_error(proc)
+    assert "python -m benchmarks.fps --json" in proc.stderr
+
+
+def test_before_after_figure_from_the_shipped_weights(tmp_path):
+    proc = run("benchmarks.figures", "before-after", "--assets", tmp_path, "--frame", 3)
+    assert proc.returncode == 0, proc.stderr
+    assert_png(tmp_path / "before_after.png")
+    from PIL import Image
+    title = Image.open(tmp_path / "before_after.png").info["Title"]
+    assert time.strftime("%Y-%m-%d") in title and "inpainter_fast" in title

@@ -2,9 +2,9 @@
 
 Everything runs on the CPU with the same torch code (device="cpu", fp32); the `gpu`-marked tests
 repeat the comparisons on CUDA in fp16 and skip with a reason elsewhere. The networks are the
-shipped ones when their .pt files load, else seeded random-weight networks: the comparisons are
-of the geometry, normalisation and blending around the networks, with the very same modules on
-both sides, so trained weights are not needed.
+shipped ones (a shipped .pt that does not load fails the suite); the comparisons are of the
+geometry, normalisation and blending around the networks, with the very same modules on both
+sides.
 """
 from __future__ import annotations
 
@@ -31,35 +31,30 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
 
 # -- fixtures -------------------------------------------------------------------------------------
 
-def _loadable(path, name) -> bool:
+def _load_error(path, name) -> str | None:
+    """None when `path` holds loadable weights for network `name`, else why not."""
     from engines.torch_runner import load_state_dict
     from models.networks import build
     try:
         build(name).load_state_dict(load_state_dict(path), strict=True)
-        return True
-    except Exception:   # missing, or being rewritten by training right now
-        return False
+        return None
+    except Exception as exc:  # noqa: BLE001 - reported by the caller
+        return f"{type(exc).__name__}: {exc}"
 
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
-    """analyser.pt and inpainter_fast.pt only (no .onnx): a snapshot of the shipped weights where they
-    load, seeded random-weight networks otherwise."""
+    """analyser.pt and inpainter_fast.pt only (no .onnx): a snapshot of the shipped weights. A
+    shipped .pt that is missing or does not load fails the suite (never replaced by random
+    weights: that would hide a broken release)."""
     from engines.base import WEIGHTS_DIR
-    from models.networks import build
     folder = tmp_path_factory.mktemp("weights")
-    used = []
-    for seed, name in enumerate(("analyser", "inpainter_fast")):
+    for name in ("analyser", "inpainter_fast"):
         shipped = WEIGHTS_DIR / f"{name}.pt"
-        if shipped.exists():
-            shutil.copyfile(shipped, folder / f"{name}.pt")
-            if _loadable(folder / f"{name}.pt", name):
-                used.append(f"{name}: shipped")
-                continue
-        torch.manual_seed(seed)
-        torch.save(build(name).state_dict(), folder / f"{name}.pt")
-        used.append(f"{name}: random weights")
-    print(f"\n[{', '.join(used)}]")
+        assert shipped.is_file(), f"the shipped {shipped} is missing"
+        shutil.copyfile(shipped, folder / f"{name}.pt")
+        error = _load_error(folder / f"{name}.pt", name)
+        assert error is None, f"the shipped {shipped} does not load: {error}"
     return folder
 
 
@@ -144,18 +139,15 @@ def _support(shape, alignments, masks, size=128, dilate_px=4, grow=3):
 
 def test_weights_load_through_torch_runner_or_from_the_pt_alone(weights_dir, tmp_path):
     """With an exported .onnx beside it the module is TorchRunner's (sidecar sha256 checked); with only
-    the .pt (a training snapshot, or the random-weight stand-ins) the same weights_only loader."""
+    the .pt (a training snapshot) the same weights_only loader."""
     from engines.base import WEIGHTS_DIR
     from stream.errors import ModelError
     from stream.gpu import load_module
     for ext in ("onnx", "json", "pt"):
-        if not (WEIGHTS_DIR / f"analyser.{ext}").exists():
-            pytest.skip("no exported analyser in models/weights")
+        assert (WEIGHTS_DIR / f"analyser.{ext}").exists(), f"the shipped analyser.{ext} is missing"
         shutil.copyfile(WEIGHTS_DIR / f"analyser.{ext}", tmp_path / f"analyser.{ext}")
-    try:
-        via_runner = load_module("analyser", "cpu", "fp32", tmp_path)
-    except ModelError as e:   # training rewrote one of the files while they were copied
-        pytest.skip(f"shipped analyser changed while copying: {e}")
+    # A sidecar whose sha256 does not match the shipped files is a broken release: it fails here.
+    via_runner = load_module("analyser", "cpu", "fp32", tmp_path)
     (tmp_path / "analyser.onnx").unlink()
     alone = load_module("analyser", "cpu", "fp32", tmp_path)
     for a, b in zip(via_runner.state_dict().values(), alone.state_dict().values()):

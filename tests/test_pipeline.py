@@ -216,3 +216,85 @@ def test_deferred_downloads_overlap_the_next_frames_and_reach_the_sinks_as_array
     overlaps = sum(min(spans[("download", v)][1], spans[("process", v + 1)][1])
                    > max(spans[("download", v)][0], spans[("process", v + 1)][0]) for v in range(1, 30))
     assert overlaps >= 15, overlaps
+
+
+@pytest.mark.parametrize("max_frames", [None, 10])
+def test_file_to_file_keeps_all_audio_unless_cut_short(tmp_path, max_frames):
+    from media import make_clip, packets
+    from stream.sinks import open_sink
+    from stream.sources import open_source
+
+    clip = make_clip(tmp_path / "in.mp4", n_frames=30, audio_s=2.5)   # audio outlasts the video
+    out = tmp_path / "out.mp4"
+    with open_source(str(clip)) as source:
+        stats = run_bounded(Pipeline(source, [open_sink(str(out))], FakeUnmasker,
+                                     max_frames=max_frames))["stats"]
+    source_audio = [bytes(p) for p in packets(clip, "audio")]
+    output_audio = packets(out, "audio")
+    if max_frames is None:
+        assert stats.stopped_by == "end of stream"
+        assert [bytes(p) for p in output_audio] == source_audio
+    else:
+        end = max(float((p.pts + p.duration) * p.time_base) for p in output_audio)
+        assert 0.35 <= end <= 0.45 + 1024 / 48_000 and len(output_audio) < len(source_audio)
+
+
+class HangingCloseSink(MemorySink):
+    """close() blocks until released: an output stuck finalising (a full disk, a dead NFS mount)."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def close(self):
+        self.release.wait(30)
+        self.closed = True
+
+
+def test_an_output_that_never_finishes_is_an_error_not_done(monkeypatch):
+    from stream.errors import SinkError
+    monkeypatch.setattr(Pipeline, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(Pipeline, "GIVE_UP_S", 0.5)
+    sink = HangingCloseSink()
+    try:
+        out = run_bounded(Pipeline(ListSource(5), [sink], FakeUnmasker), timeout=10)
+    finally:
+        sink.release.set()
+    assert "stats" not in out and isinstance(out["error"], SinkError)
+    message = str(out["error"])
+    assert "\n" not in message and "not finished" in message
+    assert out["error"].pipeline_stats.frames_out == 5
+
+
+def test_cli_reports_an_unfinished_output_as_one_error_line(monkeypatch, capsys, tmp_path):
+    import run_stream
+    import stream.sinks
+    monkeypatch.setattr(Pipeline, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(Pipeline, "GIVE_UP_S", 0.5)
+    sink = HangingCloseSink()
+    sink.description = "out.mp4"
+    monkeypatch.setattr(stream.sinks, "open_sink", lambda spec, **kw: sink)
+    from media import write_images
+    write_images(tmp_path / "in", range(3))
+    try:
+        code = run_stream.main(["--source", str(tmp_path / "in"), "--output", "out.mp4", "--no-display",
+                                "--method", "classical", "--verbose", "--no-progress"])
+    finally:
+        sink.release.set()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "done:" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "out.mp4" in errors[0] and "Traceback" not in err
+
+
+def test_long_runs_keep_bounded_statistics(monkeypatch):
+    from stream import running_stats
+    monkeypatch.setattr(running_stats, "DEFAULT_CAPACITY", 64)
+    pipe = Pipeline(ListSource(500), [MemorySink()], FakeUnmasker)
+    stats = run_bounded(pipe)["stats"]
+    assert stats.frames_out == 500
+    structures = [pipe._latency, pipe._faces, *pipe._times.samples.values()]
+    assert all(len(s.samples()) == 64 for s in structures)       # not one entry per frame
+    assert stats.stages["track"]["n"] == 500 and stats.stages["track"]["mean_ms"] == pytest.approx(0.1)
+    assert stats.mean_faces == 0.0 and set(stats.latency_ms) == {"p50", "p95", "p99"}

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from media import decoded_frames, frame_image, packets, read_index, write_images
+from media import decoded_frames, frame_image, make_clip, packets, read_index, write_images
 from stream import sinks
 from stream.errors import SinkError
 from stream.frame import Frame
@@ -69,6 +69,35 @@ def test_mp4_round_trip_keeps_frames_timestamps_and_audio_bytes(clip, tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask   # an ordinary new file, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("audio_s", [0.5, 1.2, 2.5], ids=["audio-shorter", "audio-equal", "audio-longer"])
+def test_every_audio_packet_is_copied_whatever_the_lengths(tmp_path, suffix, audio_s):
+    # 30 frames at 25 fps = 1.2 s of video; the AAC track lasts audio_s.
+    clip = make_clip(tmp_path / f"in{suffix}", n_frames=30, audio_s=audio_s)
+    out = tmp_path / f"out{suffix}"
+    copy_through(clip, open_sink(str(out)))
+    source_audio = [bytes(p) for p in packets(clip, "audio")]
+    output_audio = [bytes(p) for p in packets(out, "audio")]
+    assert len(source_audio) >= round(audio_s * 48_000 / 1024)
+    assert len(output_audio) == len(source_audio) and output_audio == source_audio
+    assert len(decoded_frames(out)) == 30
+
+
+def test_audio_ends_with_the_video_when_the_input_was_cut_short(tmp_path):
+    clip = make_clip(tmp_path / "in.mp4", n_frames=30, audio_s=2.5)
+    out = tmp_path / "out.mp4"
+    with open_source(str(clip)) as source, open_sink(str(out)) as sink:
+        sink.open(source.info)
+        for frame in source:
+            sink.write(frame, frame.image)
+            if frame.index == 9:
+                break
+        sink.end_audio_with_video()
+    audio = packets(out, "audio")
+    end = max(float((p.pts + p.duration) * p.time_base) for p in audio)
+    assert 0.35 <= end <= 0.45 + 1024 / 48_000   # 10 frames = 0.4 s, not the input's 2.5 s
 
 
 def test_mkv_keeps_audio_bytes_and_relative_timing(clip, tmp_path):

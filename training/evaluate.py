@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
-from training.data.dataset import FaceCache, RealSegCache, SampleMaker
+from training.data.dataset import CACHE, FaceCache, RealSegCache, SampleMaker
 from stream.unmasker import MASKED_FRACTION
 from training.metrics import (balanced_accuracy, iou_dice, nme, psnr, ssim_gray, _tile)
 
@@ -150,8 +150,8 @@ def evaluate_analyser(models: Models, faces: FaceCache, maker: SampleMaker, out:
     return res
 
 
-def evaluate_real_segmentation(models: Models) -> dict:
-    real = RealSegCache("eval")
+def evaluate_real_segmentation(models: Models, cache: Path = CACHE) -> dict:
+    real = RealSegCache("eval", cache)
     if not len(real):
         return {"n": 0}
     size = ANALYSER["input_size"]
@@ -367,6 +367,16 @@ def to_markdown(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def missing_data(cache: Path, only: str) -> str | None:
+    """What is missing for this evaluation, with the command that prepares it; None when ready."""
+    if not (cache / "meta.npz").exists():
+        return f"no prepared faces in {cache}: run python -m training.data.prepare first"
+    if only in ("analyser", "all") and not (cache / "realseg" / "meta.npz").exists():
+        return (f"no aligned real masked photos in {cache / 'realseg'}: run python -m "
+                "training.data.realseg first (or evaluate --only inpainter)")
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Evaluate the shipped models on a held-out split.")
     ap.add_argument("--split", choices=["val", "test"], default="test")
@@ -379,9 +389,11 @@ def main(argv=None) -> int:
     ap.add_argument("--real", action="store_true",
                     help="the real-world evaluation (training/evaluate_real.py): the held-out real split, "
                          "by skin tone, gender, race, age, yaw and covering; writes metrics_real.json")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="the prepared data (default data/cache)")
     args = ap.parse_args(argv)
-    if not (ROOT / "data" / "cache" / "meta.npz").exists():
-        print("error: no prepared data; run python -m training.data.prepare first", file=sys.stderr)
+    problem = missing_data(args.cache, args.only)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     models = Models(preset=args.preset, weights=args.weights)
@@ -393,12 +405,12 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    faces = FaceCache(args.split, limit=args.limit)
+    faces = FaceCache(args.split, cache=args.cache, limit=args.limit)
     maker = SampleMaker(faces, train=False)
     metrics = {"split": args.split, "n_faces": len(faces)}
     if args.only in ("analyser", "all"):
         metrics["analyser"] = evaluate_analyser(models, faces, maker, args.out)
-        metrics["real_segmentation"] = evaluate_real_segmentation(models)
+        metrics["real_segmentation"] = evaluate_real_segmentation(models, args.cache)
     if args.only in ("inpainter", "all"):
         metrics["inpainter"] = evaluate_inpainter(models, faces, maker, args.out, args.preset)
     if args.only == "all":
