@@ -1,21 +1,10 @@
 """User-facing errors: each carries one clear line for the CLI to print."""
 from __future__ import annotations
 
-import re
+# The base error and the model error live at the bottom layer (engines and models raise them too).
+from models.errors import ModelError, UnmaskError, redact_url
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+@)")
-
-
-def redact_url(text: str) -> str:
-    """Replace user:password@ in every URL inside `text` with ***@ (never print credentials)."""
-    return _CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", str(text))
-
-
-class UnmaskError(Exception):
-    """An error the user can act on; str() is a single redacted line."""
-
-    def __init__(self, message: str):
-        super().__init__(redact_url(" ".join(str(message).split())))
+__all__ = ["ModelError", "SinkError", "SourceError", "UnmaskError", "redact_url"]
 
 
 class SourceError(UnmaskError):
@@ -24,7 +13,3 @@ class SourceError(UnmaskError):
 
 class SinkError(UnmaskError):
     """The output cannot be created or written."""
-
-
-class ModelError(UnmaskError):
-    """A model or backend cannot be loaded."""

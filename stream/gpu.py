@@ -42,9 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.base import WEIGHTS_DIR
 from engines.cuda_graph import CudaGraphed
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
+from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRESETS, WEIGHTS_DIR, decode_analyser, hole_kernel_size, window_matrix
+from models.checkpoints import load_network
 from stream.alignment import Alignment
 from stream.errors import ModelError
 from stream.reconstruct import FaceOutput, frame_to_window, landmark_map_for
@@ -134,19 +134,13 @@ def load_module(name: str, device: str = "cpu", precision: str = "fp32", weights
     check, channels-last on CUDA); with only `<name>.pt` (e.g. a training snapshot) the same
     weights_only state-dict loader and `models.networks.build`.
     """
-    from engines.torch_runner import TorchRunner, load_state_dict
-    from models.networks import build
+    from engines.torch_runner import TorchRunner
 
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     onnx_path = folder / f"{name}.onnx"
     if onnx_path.exists():
         return TorchRunner(onnx_path, device=device, precision=precision).net
-    state = load_state_dict(folder / f"{name}.pt")
-    net = build(name)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ModelError(f"{folder / f'{name}.pt'} does not fit {name}: {str(e).strip().splitlines()[0]}") from None
+    net = load_network(name, folder / f"{name}.pt")
     dtype = torch.float16 if precision == "fp16" and device.startswith("cuda") else torch.float32
     net = net.eval().to(torch.device(device), dtype=dtype)
     if device.startswith("cuda"):
@@ -230,7 +224,7 @@ class TorchFrameReconstructor:
     """
 
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
-                 weights_dir: str | Path | None = None, dilate_px: int = 4, feather_px: int = 3,
+                 weights_dir: str | Path | None = None, dilate_px: int = HOLE_DILATE_PX, feather_px: int = 3,
                  cuda_graphs: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"PyTorch has no CUDA device for {device}: install a CUDA build of PyTorch "
@@ -383,9 +377,7 @@ class TorchFrameReconstructor:
         fwd = np.stack([a.matrix * (s / a.size) for a in alignments])
         crops = self._sample_frame(frame, np.linalg.inv(_h(fwd))[:, :2], s)
         mask_logits, gender_logit, landmarks = self.analyser(self._net_input(crops * (1.0 / 255.0)))
-        probs = torch.sigmoid(mask_logits[:, 0].float())
-        genders = torch.sigmoid(gender_logit.reshape(-1).float())
-        return probs, genders, landmarks.float() * CANONICAL_SIZE
+        return decode_analyser(mask_logits.float(), gender_logit.float(), landmarks.float(), sigmoid=torch.sigmoid)
 
     # -- the inpainter and the blend --------------------------------------------------------------
     def _feather(self, hole: torch.Tensor) -> torch.Tensor:
@@ -414,7 +406,7 @@ class TorchFrameReconstructor:
         wm = window_matrix(size).copy()
         wm[:, :2] *= CANONICAL_SIZE / s_an
         hole = warp_affine(masks, wm, (size, size), padding_mode="zeros")
-        k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
+        k = hole_kernel_size(size, self.dilate_px)                               # models.spec's hole rule
         hole = F.max_pool2d((hole > 0.5).float(), k, stride=1, padding=k // 2)    # = cv2.dilate, square k
         return mats, windows, hole, maps_t, genders_t
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, window_matrix
+from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, decode_analyser, draw_landmark_map, window_matrix
 from stream.alignment import Alignment, transform_points
 
 # The lower-face region used by the classical baseline: nose bridge level,
@@ -105,9 +105,7 @@ class ModelReconstructor(Reconstructor):
         crops = np.stack([f.alignment.crop(image, s) for f in faces])
         x = crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         res = self.analyser.run({"image": x})
-        probs = 1 / (1 + np.exp(-res["mask_logits"][:, 0]))
-        genders = 1 / (1 + np.exp(-res["gender_logit"].reshape(-1)))
-        lms = res["landmarks"] * CANONICAL_SIZE
+        probs, genders, lms = decode_analyser(res["mask_logits"], res["gender_logit"], res["landmarks"])
         return [FaceOutput(probs[i].astype(np.float32), float(genders[i]), lms[i].astype(np.float32))
                 for i in range(len(faces))]
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, window_matrix
+from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, HOLE_DILATE_PX, WEIGHTS_DIR, dilate_hole, window_matrix
 from stream.alignment import Alignment, align_face, load_canonical_shape, transform_points
 from stream.errors import ModelError
 from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, ModelReconstructor,
@@ -30,7 +28,6 @@ from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, M
 from stream.smoothing import LandmarkSmoother, MaskSmoother
 from stream.tracking import FaceTracker, RunningMode
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights"
 MASKED_FRACTION = 0.03   # share of the canonical crop a covering must fill to count as a mask
 UNMASKED_FRACTION = 0.015  # ... and below which a masked track counts as unmasked again (hysteresis)
 
@@ -66,7 +63,7 @@ class _TrackState:
 
 
 def models_available(preset: str = "fast") -> bool:
-    return (WEIGHTS / "analyser.onnx").exists() and (WEIGHTS / f"inpainter_{preset}.onnx").exists()
+    return (WEIGHTS_DIR / "analyser.onnx").exists() and (WEIGHTS_DIR / f"inpainter_{preset}.onnx").exists()
 
 
 class Unmasker:
@@ -75,12 +72,12 @@ class Unmasker:
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
                  max_faces: int = 1, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
-                 mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3):
+                 mask_alpha: float = 0.5, dilate_px: int = HOLE_DILATE_PX, feather_px: int = 3):
         if method == "auto":
             method = "model" if models_available(preset) else "classical"
         if method == "model":
             if not models_available(preset):
-                raise ModelError(f"the shipped models are missing from {WEIGHTS} "
+                raise ModelError(f"the shipped models are missing from {WEIGHTS_DIR} "
                                  f"(analyser.onnx, inpainter_{preset}.onnx); use --method classical")
             self.reconstructor = ModelReconstructor(backend=backend, device=device, threads=threads,
                                                     preset=preset)
@@ -267,8 +264,7 @@ class Unmasker:
             windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
             hole = cv2.warpAffine(mask_crop.astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
-            k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
-            hole = cv2.dilate((hole > 0.5).astype(np.uint8), np.ones((k, k), np.uint8)).astype(np.float32)
+            hole = dilate_hole((hole > 0.5).astype(np.uint8), size, self.dilate_px).astype(np.float32)
             holes.append(hole)
             maps.append(landmark_map_for(ana.landmarks_crop, size))
             genders.append(gender_p)

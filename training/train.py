@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from models.networks import Analyser, Inpainter, PatchDiscriminator
-from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
+from models.spec import (ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, WEIGHTS_DIR, draw_landmark_map,
+                         load_canonical_face)
 from training.data.dataset import FaceCache, RealSegCache, SampleMaker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ class AnalyserTrainer(Trainer):
     def __init__(self, args):
         super().__init__(args)
         self.model = Analyser().to(self.device)
-        canon = np.load(ROOT / "models" / "canonical_face_256.npy") / CANONICAL_SIZE
+        canon = load_canonical_face() / CANONICAL_SIZE
         with torch.no_grad():  # start the landmark head at the mean face
             self.model.landmarks.bias.copy_(torch.from_numpy(canon.reshape(-1)).float())
             self.model.landmarks.weight.mul_(0.1)
@@ -212,7 +213,7 @@ class AnalyserTrainer(Trainer):
 
     def export(self):
         from export.onnx import export_model
-        path = ROOT / "models" / "weights" / "analyser.onnx"
+        path = WEIGHTS_DIR / "analyser.onnx"
         export_model("analyser", self.model.cpu().eval(), path)
         self.model.to(self.device)
         print(f"exported {path}", file=sys.stderr)
@@ -344,7 +345,7 @@ class InpainterTrainer(Trainer):
     def export(self):
         from export.onnx import export_model
         name = f"inpainter_{self.preset}"
-        path = ROOT / "models" / "weights" / f"{name}.onnx"
+        path = WEIGHTS_DIR / f"{name}.onnx"
         export_model(name, self.G.cpu().eval(), path)
         self.G.to(self.device)
         print(f"exported {path}", file=sys.stderr)
