@@ -29,7 +29,8 @@ def _md5(a) -> str:
 
 
 def frame_record(res) -> dict:
-    image = res.image.result() if hasattr(res.image, "result") else res.image
+    from stream.stages import host_image
+    image = host_image(res.image)
     return {
         "image": _md5(image),
         "faces": [{"box": [int(v) for v in f.box], "landmarks": _md5(f.landmarks), "track_id": int(f.track_id),

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from models.face_nets import FaceNet, load_face_net, mediapipe_model_path
 from models.spec import MEDIAPIPE_NETS
-from stream.tracking import FaceTracker, RunningMode, detection_regions, iou, merge_detections
+from stream.tracking import Detection, FaceTracker, RunningMode, detection_regions, iou, merge_detections
 
 __all__ = ["TorchFaceTracker", "FaceDetectorNet", "FaceMeshNet", "FaceNet", "load_face_net", "mediapipe_model_path"]
 
@@ -247,9 +247,9 @@ class TorchFaceTracker(FaceTracker):
         return landmarks
 
     # -- the detector -------------------------------------------------------------------------------
-    def detect(self, image: torch.Tensor, regions) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
+    def detect(self, image: torch.Tensor, regions) -> list[Detection]:
         """Full-range BlazeFace in each (x0, y0, x1, y1) region (letterboxed; one batch); merged
-        detections as FaceTracker's (box, keypoints (6, 2), score), frame coordinates."""
+        `Detection`s as FaceTracker's, frame coordinates."""
         h, w = image.shape[-2:]
         thetas, frames = [], []
         for x0, y0, x1, y1 in regions:
@@ -272,7 +272,7 @@ class TorchFaceTracker(FaceTracker):
                 for box, kp, score in weighted_nms(b[sel], k[sel], s[sel]):
                     box = (box.reshape(2, 2) - 0.5) * side + centre
                     kp = ((kp - 0.5) * side + centre).astype(np.float32)
-                    found.append((tuple(int(v) for v in np.round(box.ravel())), kp, score))
+                    found.append(Detection(tuple(int(v) for v in np.round(box.ravel())), kp, score))
         return merge_detections(found)
 
     def _run_detector(self, image):

@@ -207,7 +207,7 @@ def test_gpu_unmasker_tracks_on_the_device_by_default(tmp_path):
 
     img = masked_astronaut()[0]
     with GpuUnmasker(device="cpu") as um, GpuUnmasker(device="cpu", tracker="mediapipe") as ref:
-        assert type(um._tracker(RunningMode.IMAGE)) is TorchFaceTracker
+        assert type(um.tracker(RunningMode.IMAGE)) is TorchFaceTracker
         got, want = um.process(img), ref.process(img)
         assert len(got.faces) == len(want.faces) == 1
         assert got.faces[0].masked == want.faces[0].masked

@@ -34,7 +34,7 @@ import numpy as np
 
 from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, decode_analyser, window_matrix
 from training.data.dataset import FaceCache, RealSegCache, SampleMaker
-from stream.unmasker import MASKED_FRACTION
+from stream.face_state import MASKED_FRACTION
 from training.metrics import (balanced_accuracy, iou_dice, nme, psnr, ssim_gray, _tile)
 
 ROOT = Path(__file__).resolve().parents[1]
