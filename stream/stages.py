@@ -123,6 +123,13 @@ class Reconstructor(Protocol):
     def close(self) -> None: ...
 
 
+class FrameStore(Protocol):
+    """Per-frame data the stages share (the GPU path's device copy of the frame: stream.gpu.DeviceFrames)."""
+
+    def release(self) -> None:
+        """Forget this frame's data; called after every `process`, also when it failed."""
+
+
 class Compositor(Protocol):
     window_size: int
 

@@ -33,8 +33,8 @@ from stream.compositing import FEATHER_PX, CpuCompositor, mask_to_frame
 from stream.errors import ModelError
 from stream.face_state import TrackState, decide_covering, decide_gender, decide_landmarks
 from stream.reconstruct import GenerativeReconstructor, TeleaReconstructor
-from stream.stages import (Analyser, Compositor, FaceAnalysis, FaceInput, FrameContext, FrameImage, InpaintJob,
-                           Tracker)
+from stream.stages import (Analyser, Compositor, FaceAnalysis, FaceInput, FrameContext, FrameImage, FrameStore,
+                           InpaintJob, Tracker)
 from stream.tracking import FaceTracker, RunningMode, TrackedFace
 
 MODES = ("auto", "image", "video")
@@ -105,7 +105,8 @@ class Unmasker:
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
                  mask_alpha: float = 0.5, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX,
                  mode: str = "auto", *, analyser: Analyser | None = None, compositor: Compositor | None = None,
-                 make_tracker: Callable[[RunningMode], Tracker] | None = None, frames=None):
+                 make_tracker: Callable[[RunningMode], Tracker] | None = None,
+                 frames: FrameStore | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if (analyser is None) != (compositor is None):
@@ -130,10 +131,6 @@ class Unmasker:
     @property
     def backend(self) -> str:
         return self.analyser.backend
-
-    @property
-    def reconstructor(self):
-        return getattr(self.compositor, "reconstructor", None)
 
     def tracker(self, mode: RunningMode) -> Tracker:
         """The tracker of `mode` (made on first use)."""

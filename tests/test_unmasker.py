@@ -194,7 +194,7 @@ def test_stages_can_be_composed_and_are_called_through_their_interfaces():
 
     img, _ = masked_astronaut()
     with Unmasker(analyser=LowerFaceAnalyser(), compositor=CpuCompositor(Grey())) as u:
-        assert u.method == "classical" and u.backend == "opencv" and isinstance(u.reconstructor, Grey)
+        assert u.method == "classical" and u.backend == "opencv" and isinstance(u.compositor.reconstructor, Grey)
         res = u.process(img)
     f = res.faces[0]
     assert f.masked
