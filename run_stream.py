@@ -163,6 +163,7 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     from stream.errors import ModelError, SinkError, redact_url
+    from stream.factory import choose_path, create_unmasker
     from stream.multistream import STREAM_LIST_SUFFIX, expand_sources
     if len(args.source) > 1 or args.source[0].endswith(STREAM_LIST_SUFFIX):
         args.sources = expand_sources(args.source)
@@ -172,23 +173,20 @@ def run(args) -> int:
     from stream.pipeline import Mode, Pipeline
     from stream.sinks import PreviewSink, open_sink
     from stream.sources import open_source
-    from stream.unmasker import Unmasker, models_available
 
     if args.stats_json and args.stats_json.exists() and not args.overwrite:
         raise SinkError(f"{args.stats_json} exists; pass --overwrite to replace it")
     if args.stats_json and not args.stats_json.parent.exists():
         raise SinkError(f"cannot write {args.stats_json}: folder {args.stats_json.parent} does not exist")
-    method = args.method
-    if method == "auto":
-        method = "model" if models_available(args.preset) else "classical"
-
-    common = dict(max_faces=args.max_faces, preset=args.preset, smoothing=not args.no_smoothing,
-                  min_cutoff=args.min_cutoff, beta=args.beta)
+    gpu_resident, method, _ = choose_path(args.method, args.backend, args.device, args.tracker,
+                                          args.preset)  # bad flags fail here
     own_face = {}
     if args.reference or args.enrol != "off" or args.save_enrolled:
         if method != "model":
             raise ModelError("--reference / --enrol need the trained models (--method model): the "
                              "analyser places the person's own mouth and jaw")
+        if gpu_resident:
+            raise ModelError("--reference / --enrol run on the CPU path for now: drop --device cuda")
         if args.save_enrolled and args.enrol == "off":
             raise ValueError("--save-enrolled needs --enrol auto")
         if args.save_enrolled and args.save_enrolled.exists() and any(args.save_enrolled.iterdir()) \
@@ -210,27 +208,13 @@ def run(args) -> int:
         from engines.select import TRITON_URL_ENV
         os.environ[TRITON_URL_ENV] = args.triton_url   # read by engines.create_runner in the Unmasker
     outage_guards = []
-    gpu_resident = (method == "model" and (args.device or "").startswith("cuda")
-                    and args.backend in ("auto", "torch"))
-    if args.tracker == "torch" and not gpu_resident:
-        raise ModelError("--tracker torch runs in the GPU pipeline: add --device cuda "
-                         "(with --method model and --backend auto or torch)")
 
     def make_unmasker():
-        if gpu_resident:
-            # Frames uploaded once; crops, models and blending stay on the GPU.
-            try:
-                from stream.gpu import GpuUnmasker
-            except ImportError as exc:
-                raise ModelError(f"--device {args.device} needs PyTorch with CUDA "
-                                 f"(pip install .[train]): {exc}") from None
-            tracker = "torch" if args.tracker == "auto" else args.tracker
-            # The pipeline resolves deferred downloads in its output thread: frames overlap.
-            if own_face:
-                raise ModelError("--reference / --enrol run on the CPU path for now: drop --device cuda")
-            return GpuUnmasker(device=args.device, tracker=tracker, defer_download=True, **common)
-        um = Unmasker(method=method, backend=args.backend, device=args.device,
-                      threads=args.threads, **common, **own_face)
+        # The pipeline resolves deferred downloads (GPU path) in its output thread: frames overlap.
+        um = create_unmasker(method=method, backend=args.backend, device=args.device,
+                             tracker=args.tracker, preset=args.preset, max_faces=args.max_faces,
+                             smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta,
+                             threads=args.threads, defer_download=True, mode="video", **own_face)
         if args.backend == "triton":   # frames keep flowing (unreconstructed) while the server is away
             from stream.outage import PassThroughOnOutage
             um = PassThroughOnOutage(um)

@@ -225,13 +225,11 @@ class Runner:
 
     # -- helpers
     def unmasker(self, setup: Setup):
-        if setup.method == "model" and (setup.device or "").startswith("cuda") and setup.backend in ("auto", "torch"):
-            # What run_stream.py --device cuda runs: the GPU-resident path, downloads overlapping.
-            from stream.gpu import GpuUnmasker
-            return GpuUnmasker(device=setup.device, max_faces=setup.max_faces, defer_download=True)
-        from stream import Unmasker
-        return Unmasker(method=setup.method, backend=setup.backend if setup.method == "model" else "auto",
-                        device=setup.device, max_faces=setup.max_faces, threads=setup.threads)
+        # What run_stream.py runs (with --device cuda the GPU-resident path, downloads overlapping).
+        from stream.factory import create_unmasker
+        return create_unmasker(method=setup.method, backend=setup.backend if setup.method == "model" else "auto",
+                               device=setup.device, max_faces=setup.max_faces, threads=setup.threads,
+                               defer_download=True)
 
     def sinks(self, clip: ClipSpec):
         if self.args.sink == "null":

@@ -99,8 +99,9 @@ def _unavailable(setup: str, device: str) -> str | None:
 
 def make_unmasker(setup: str, device: str):
     if setup == "cpu":
-        from stream.unmasker import Unmasker
-        return Unmasker(method="model", backend="onnxruntime")
+        from stream.factory import create_unmasker
+        return create_unmasker(method="model", backend="onnxruntime")
+    # The torch stages on `device` whatever it is (the CPU too: that is how CI runs this benchmark).
     from stream.gpu import GpuUnmasker
     return GpuUnmasker(device=device, tracker="mediapipe" if setup == "gpu+mp" else "torch",
                        cuda_graphs=setup != "gpu+torch-eager")

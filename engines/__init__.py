@@ -7,10 +7,8 @@
 
 Backends import lazily: importing this package needs neither torch, TensorRT nor CUDA.
 """
-from engines.base import (BackendUnavailable, InputMismatch, Runner, TensorSpec, UnknownBackend, create_runner,
-                          resolve_model)
-
-BACKENDS = ("auto", "tensorrt", "torch", "onnxruntime", "triton")
+from engines.base import BackendUnavailable, InputMismatch, Runner, TensorSpec, UnknownBackend, resolve_model
+from engines.select import BACKENDS, create_runner
 
 __all__ = ["BACKENDS", "BackendUnavailable", "InputMismatch", "Runner", "TensorSpec", "UnknownBackend",
            "create_runner", "resolve_model"]

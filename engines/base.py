@@ -5,22 +5,23 @@ every input and output) and speaks numpy on both sides, whatever runs inside
 (ONNX Runtime, TensorRT, PyTorch). Runners are cheap to hold but not
 thread-safe: the stream creates one per pipeline thread.
 
-`create_runner` (implemented in `engines.select`) picks the backend; the
-errors raised here are `stream.errors.ModelError`s so the CLI prints them as
-one line.
+`engines.select.create_runner` picks the backend. The errors raised here are
+`models.errors.ModelError`s, so the CLI prints them as one line; the tensor
+contracts are `models.spec.CONTRACTS`.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from stream.errors import ModelError
+from models.errors import ModelError
+from models.spec import CONTRACTS, WEIGHTS_DIR, TensorSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS_DIR = ROOT / "models" / "weights"
+__all__ = ["PRECISIONS", "WEIGHTS_DIR", "BackendUnavailable", "InputMismatch", "ModelError", "Runner", "TensorSpec",
+           "UnknownBackend", "contract_specs", "fill_from_contract", "model_name_of", "resolve_model"]
+
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -36,33 +37,12 @@ class InputMismatch(ModelError, ValueError):
     """The arrays handed to Runner.run do not match the model's inputs."""
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output: its name, numpy dtype and shape (None = the faces / batch axis)."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple
-
-    def with_batch(self, n: int) -> tuple:
-        return tuple(n if d is None else d for d in self.shape)
-
-
-def parse_contract(desc: str) -> tuple:
-    """`"N,3,128,128 float32 ..."` -> `(None, 3, 128, 128)` (the shape half of an export.onnx contract)."""
-    dims = desc.split()[0].split(",")
-    return tuple(None if d.strip() == "N" else int(d) for d in dims)
-
-
 def contract_specs(name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs of network `name` from export.onnx.CONTRACTS (all float32)."""
-    from export.onnx import CONTRACTS
+    """Input and output specs of network `name` (models.spec.CONTRACTS)."""
     if name not in CONTRACTS:
         raise ModelError(f"unknown model {name!r}: expected one of {', '.join(CONTRACTS)}")
     c = CONTRACTS[name]
-    f32 = np.dtype(np.float32)
-    return ([TensorSpec(n, f32, parse_contract(d)) for n, d in c["inputs"].items()],
-            [TensorSpec(n, f32, parse_contract(d)) for n, d in c["outputs"].items()])
+    return list(c.inputs), list(c.outputs)
 
 
 def fill_from_contract(specs: list[TensorSpec], name: str) -> list[TensorSpec]:
@@ -81,7 +61,7 @@ def fill_from_contract(specs: list[TensorSpec], name: str) -> list[TensorSpec]:
             shape[0] = None
         if c is not None and len(c.shape) == len(shape):
             shape = [None if i == 0 else (d if d is not None else c.shape[i]) for i, d in enumerate(shape)]
-        filled.append(TensorSpec(s.name, s.dtype, tuple(shape)))
+        filled.append(TensorSpec(s.name, s.dtype, tuple(shape), c.description if c is not None else s.description))
     return filled
 
 
@@ -196,14 +176,3 @@ class Runner(ABC):
     def _label(self) -> str:
         model = self.model_path.stem if self.model_path else "model"
         return f"{model} ({self.name})"
-
-
-def create_runner(model: str | Path, backend: str = "auto", device: str | None = None,
-                  threads: int | None = None, precision: str = "fp32", triton_url: str | None = None) -> Runner:
-    """Open `model` (a name such as "analyser" or a path to an .onnx) on the best or the requested backend.
-
-    See engines.select.create_runner.
-    """
-    from engines.select import create_runner as _create
-    return _create(model, backend=backend, device=device, threads=threads, precision=precision,
-                   triton_url=triton_url)

@@ -24,17 +24,11 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from models.checkpoints import file_sha256  # noqa: F401  (the cache keys files by it; one definition)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE_DIR = ROOT / "engines_cache"
 KEY_VERSION = 1  # bump when the meaning of a field changes
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """PyTorch backend: rebuilds the network from `models.networks.build(name)` and `<name>.pt`.
 
 `<name>.pt` is the plain state dict `export.onnx.export_model` writes next to
-the ONNX file; it is loaded with `weights_only=True`, so no pickled code runs.
+the ONNX file; `models.checkpoints` loads it with `weights_only=True`, so no
+pickled code runs. mediapipe's networks come from `models.face_nets`.
 On CUDA the network runs in fp16 by default (channels-last, its own CUDA
 stream per runner, optional CUDA graphs per batch size); on the CPU in fp32.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -14,7 +16,10 @@ import numpy as np
 
 from engines.base import (PRECISIONS, BackendUnavailable, ModelError, Runner, contract_specs, model_name_of,
                           resolve_model)
-from export.onnx import sha256
+from models.checkpoints import load_network, load_state_dict
+from models.spec import FACE_MODELS
+
+__all__ = ["TorchRunner", "load_state_dict", "weights_path"]
 
 
 def _import_torch():
@@ -30,34 +35,12 @@ def weights_path(onnx_path: Path) -> Path:
     return Path(onnx_path).with_suffix(".pt")
 
 
-def load_state_dict(path: Path, expected_sha256: str | None = None) -> dict:
-    """Load a plain state dict with weights_only=True; ModelError on anything else."""
-    torch = _import_torch()
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"PyTorch weights {path} not found: re-export the model "
-                         f"(python -m export.onnx --models {path.stem}) to write it next to the .onnx")
-    if expected_sha256 and sha256(path) != expected_sha256:
-        raise ModelError(f"{path} does not belong to {path.with_suffix('.onnx').name} (sha256 differs from "
-                         f"the sidecar): re-export with python -m export.onnx --models {path.stem}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelError(f"cannot load {path} as plain tensors (weights_only=True): {first}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{path} is not a state dict of tensors")
-    return state
-
-
 class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, model: str | Path, device: str | None = None, precision: str | None = None,
                  threads: int | None = None, cuda_graphs: bool = False, max_batch: int = 16):
         torch = _import_torch()
-        from models.networks import build
-
         self._torch = torch
         self.model_path = resolve_model(model)
         self.model_name = model_name_of(self.model_path)
@@ -87,12 +70,12 @@ class TorchRunner(Runner):
             from engines.onnxruntime_runner import default_threads
             torch.set_num_threads(int(threads or default_threads()))
 
-        from export.onnx import FACE_MODELS, load_face_model
         if self.model_name in FACE_MODELS:
             # mediapipe's networks: rebuilt from the wheel's .tflite (the export kept no .pt)
-            net = load_face_model(self.model_name)
+            from models.face_nets import load_face_net
+            net = load_face_net(self.model_name)
         else:
-            net = self._load_network(build)
+            net = self._load_network()
         net.eval()
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.tdevice = torch.device(device)
@@ -104,9 +87,14 @@ class TorchRunner(Runner):
             self.stream = None
         self.net = net
         self.cuda_graphs = bool(cuda_graphs) and self.tdevice.type == "cuda"
-        self._graphs: dict[int, tuple] = {}
+        self._graphed = None
+        if self.cuda_graphs:
+            # One graph per batch size up to max_batch (run() splits larger batches), captured on first use
+            # on this runner's stream (run() makes it the current one).
+            from engines.cuda_graph import CudaGraphed
+            self._graphed = CudaGraphed(self._forward, max_graphs=self.max_batch, warmup=3)
 
-    def _load_network(self, build):
+    def _load_network(self):
         side = self.model_path.with_suffix(".json")
         expected = None
         if side.exists():
@@ -114,18 +102,7 @@ class TorchRunner(Runner):
                 expected = json.loads(side.read_text()).get("state_dict", {}).get("sha256")
             except ValueError:
                 expected = None
-        state = load_state_dict(weights_path(self.model_path), expected)
-        try:
-            net = build(self.model_name)
-        except KeyError:
-            raise ModelError(f"{self.model_path}: no network called {self.model_name!r} "
-                             f"in models.networks") from None
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise ModelError(f"{weights_path(self.model_path)} does not fit {self.model_name}: {first}") from None
-        return net
+        return load_network(self.model_name, weights_path(self.model_path), expected)
 
     # -----------------------------------------------------------------------------------------
 
@@ -135,29 +112,9 @@ class TorchRunner(Runner):
             t = t.pin_memory().to(self.tdevice, non_blocking=True)
         return t.to(self.dtype)
 
-    def _forward(self, tensors):
+    def _forward(self, *tensors):
         out = self.net(*tensors)
         return out if isinstance(out, (tuple, list)) else (out,)
-
-    def _graphed(self, tensors):
-        """Replay a CUDA graph captured for this batch size (captured on first use)."""
-        torch = self._torch
-        n = tensors[0].shape[0]
-        entry = self._graphs.get(n)
-        if entry is None:
-            static_in = [t.clone() for t in tensors]
-            for _ in range(3):  # warm-up on this runner's stream before capture
-                self._forward(static_in)
-            torch.cuda.current_stream(self.tdevice).synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                static_out = self._forward(static_in)
-            entry = self._graphs[n] = (graph, static_in, static_out)
-        graph, static_in, static_out = entry
-        for s, t in zip(static_in, tensors):
-            s.copy_(t)
-        graph.replay()
-        return static_out
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.net is None:
@@ -172,7 +129,6 @@ class TorchRunner(Runner):
             if self.stream is not None:
                 ctx = torch.cuda.stream(self.stream)
             else:
-                import contextlib
                 ctx = contextlib.nullcontext()
             with ctx:
                 for start in range(0, n, step):
@@ -180,7 +136,7 @@ class TorchRunner(Runner):
                     if self.tdevice.type == "cuda":
                         tensors = [t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
                                    for t in tensors]
-                    outs = self._graphed(tensors) if self.cuda_graphs else self._forward(tensors)
+                    outs = self._graphed(*tensors) if self.cuda_graphs else self._forward(*tensors)
                     for k, o in zip(self.output_names, outs):
                         results[k].append(o.float().cpu().numpy())
             if self.stream is not None:
@@ -189,4 +145,5 @@ class TorchRunner(Runner):
 
     def close(self) -> None:
         self.net = None
-        self._graphs.clear()
+        if self._graphed is not None:
+            self._graphed.reset()

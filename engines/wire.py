@@ -1,20 +1,20 @@
 """The shipped networks' tensors as an inference server sees them (Triton: export.triton, engines.serve,
 engines.triton_runner share this, so the exported repository, the local server and the client agree).
 
-Contracts come from the JSON sidecar beside each exported `.onnx` (written by export.onnx, shipped in
-models/weights/): every tensor is float32 with the faces on axis 0. Triton declares shapes without the
+Contracts are the typed ones of models.spec.CONTRACTS (the sidecars beside each exported `.onnx` are
+written from them): every tensor is float32 with the faces on axis 0. Triton declares shapes without the
 batch axis; a per-face scalar such as the inpainter's `gender` (shape `N`) travels as `[N, 1]`, because
 Triton needs at least one dimension (a stock server reshapes it back to `N` for ONNX Runtime).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engines.base import WEIGHTS_DIR, ModelError, TensorSpec, parse_contract
+from models.errors import ModelError
+from models.spec import CONTRACTS, WEIGHTS_DIR, TensorSpec
 
 SHIPPED_MODELS = ("analyser", "inpainter_fast")
 TRITON_DTYPE = "FP32"
@@ -45,20 +45,16 @@ def from_wire(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
 
 
 def load_contract(name: str, weights_dir: Path | None = None) -> ModelContract:
-    """The contract of a shipped network from its sidecar (models/weights/<name>.json)."""
+    """The contract of a shipped network (models.spec.CONTRACTS) and its .onnx in `weights_dir`."""
     folder = Path(weights_dir) if weights_dir else WEIGHTS_DIR
-    onnx_path, sidecar = folder / f"{name}.onnx", folder / f"{name}.json"
-    if not onnx_path.exists() or not sidecar.exists():
-        raise ModelError(f"model {name!r} not found in {folder} (needs {name}.onnx and {name}.json; "
+    onnx_path = folder / f"{name}.onnx"
+    if name not in CONTRACTS:
+        raise ModelError(f"unknown model {name!r}: expected one of {', '.join(CONTRACTS)}")
+    if not onnx_path.exists():
+        raise ModelError(f"model {name!r} not found in {folder} (needs {name}.onnx; "
                          f"python -m export.onnx --models {name})")
-    try:
-        meta = json.loads(sidecar.read_text())
-        f32 = np.dtype(np.float32)
-        ins = tuple(TensorSpec(n, f32, parse_contract(d)) for n, d in meta["inputs"].items())
-        outs = tuple(TensorSpec(n, f32, parse_contract(d)) for n, d in meta["outputs"].items())
-    except (OSError, ValueError, KeyError, AttributeError) as e:
-        raise ModelError(f"cannot read the contract of {name!r} from {sidecar}: {e}") from None
-    return ModelContract(name, onnx_path, ins, outs)
+    c = CONTRACTS[name]
+    return ModelContract(name, onnx_path, tuple(c.inputs), tuple(c.outputs))
 
 
 def shipped_contracts(weights_dir: Path | None = None) -> list[ModelContract]:

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.spec import WEIGHTS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "models" / "weights"
 DEFAULT_MODELS = ("analyser", "inpainter_fast", "inpainter_hq", "face_detector", "face_mesh")
 TENSORRT_MISSING = "TensorRT is not installed: pip install .[gpu] on a machine with an NVIDIA GPU"
 ONNX_MISSING = "error: onnx is not installed (build_engines reads the ONNX graphs): pip install .[gpu]"
@@ -425,9 +426,9 @@ def main(argv=None) -> int:
     from engines.tensorrt_runner import TensorRTRunner, make_memory
 
     if args.models is None:
-        names = [n for n in DEFAULT_MODELS if (WEIGHTS / f"{n}.onnx").exists()]
+        names = [n for n in DEFAULT_MODELS if (WEIGHTS_DIR / f"{n}.onnx").exists()]
         if not names:
-            print(f"error: no exported models in {WEIGHTS}: run python -m export.onnx first", file=sys.stderr)
+            print(f"error: no exported models in {WEIGHTS_DIR}: run python -m export.onnx first", file=sys.stderr)
             return 2
     else:
         names = args.models

@@ -28,7 +28,6 @@ otherwise it says so and exports the graph unsimplified.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -36,47 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+from models.checkpoints import file_sha256 as sha256
+from models.errors import UnmaskError
+from models.spec import CONTRACTS as SPEC_CONTRACTS
+from models.spec import FACE_MODELS, MEDIAPIPE_NETS, TRAINING_HOLE_DILATE_PX, WEIGHTS_DIR, dilate_hole, load_canonical_face
+
 ROOT = Path(__file__).resolve().parents[1]
 OPSET = 17
 PARITY_TOL = 1e-4
 
-# The I/O contract of every network: what the stream feeds and reads back.
-CONTRACTS = {
-    "analyser": {
-        "inputs": {"image": "N,3,128,128 float32 BGR in [0,1]: the aligned canonical crop resized to 128"},
-        "outputs": {
-            "mask_logits": "N,1,128,128 logits of the face covering (sigmoid -> probability)",
-            "gender_logit": "N logit of P(female)",
-            "landmarks": "N,468,2 mediapipe mesh points as fractions of the crop side",
-        },
-    },
-    "inpainter_fast": {
-        "inputs": {
-            "image": "N,3,128,128 float32 BGR in [0,1]: the lower-face window (models.spec.INPAINT_WINDOW)",
-            "hole": "N,1,128,128 float32, 1 where pixels are redrawn",
-            "landmark_map": "N,1,128,128 float32 guide curves (models.spec.draw_landmark_map)",
-            "gender": "N float32, 0 male .. 1 female (0.5 unknown)",
-        },
-        "outputs": {"output": "N,3,128,128 float32 BGR in [0,1]; pixels outside the hole equal the input"},
-    },
-}
-CONTRACTS["inpainter_hq"] = json.loads(json.dumps(CONTRACTS["inpainter_fast"]).replace("128", "256"))
-CONTRACTS["face_detector"] = {
-    "inputs": {"image": "N,3,192,192 float32 RGB in [-1,1]: the frame letterboxed to a square"},
-    "outputs": {
-        "regressors": "N,2304,16 per anchor (48x48 grid, stride 4): box centre x, y, width, height, then 6 "
-                      "keypoints x, y; in input pixels relative to the anchor centre",
-        "score_logits": "N,2304,1 face logits (sigmoid -> score)",
-    },
-}
-CONTRACTS["face_mesh"] = {
-    "inputs": {"image": "N,3,192,192 float32 RGB in [0,1]: the rotated face ROI (1.5x the face box)"},
-    "outputs": {
-        "landmarks": "N,468,3 mesh points x, y, z in input pixels",
-        "face_logit": "N,1 face presence logit (sigmoid -> tracking confidence)",
-    },
-}
-FACE_MODELS = ("face_detector", "face_mesh")      # mediapipe's (models.spec.MEDIAPIPE_NETS)
+# The I/O contract of every network (typed, once, in models.spec), as the sidecars record it.
+CONTRACTS = {name: c.describe() for name, c in SPEC_CONTRACTS.items()}
 
 SIMPLIFY_MISSING = "onnxsim is not installed (pip install onnxsim): exporting without simplification"
 
@@ -84,12 +53,13 @@ SIMPLIFY_MISSING = "onnxsim is not installed (pip install onnxsim): exporting wi
 def example_inputs(name: str, batch: int = 2, seed: int = 0):
     import torch
     g = torch.Generator().manual_seed(seed)
+    image = SPEC_CONTRACTS[name].inputs[0]
     if name in FACE_MODELS:
-        x = torch.rand(batch, 3, 192, 192, generator=g)
+        x = torch.rand(image.with_batch(batch), generator=g)
         return (x * 2 - 1,) if name == "face_detector" else (x,)
     if name == "analyser":
-        return (torch.rand(batch, 3, 128, 128, generator=g),)
-    size = 256 if name.endswith("hq") else 128
+        return (torch.rand(image.with_batch(batch), generator=g),)
+    size = image.shape[-1]
     hole = (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()
     return (torch.rand(batch, 3, size, size, generator=g), hole,
             torch.rand(batch, 1, size, size, generator=g), torch.rand(batch, generator=g))
@@ -113,7 +83,7 @@ def synthetic_faces(count: int = 4, seed: int = 0) -> list[dict]:
     import cv2
     from models.spec import CANONICAL_SIZE, JAW, LIPS_INNER, LIPS_OUTER, NOSE_BOTTOM, NOSE_LINE
 
-    canon = np.load(ROOT / "models" / "canonical_face_256.npy").astype(np.float64)
+    canon = load_canonical_face().astype(np.float64)
     rng = np.random.default_rng(seed)
     S = CANONICAL_SIZE
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / S
@@ -185,19 +155,20 @@ def real_inputs_np(name: str, batch: int = 4, seed: int = 0) -> dict[str, np.nda
         n = ANALYSER["input_size"]
         return {"image": np.stack([to_chw(cv2.resize(f["crop"], (n, n), interpolation=cv2.INTER_AREA))
                                    for f in faces])}
-    if name in FACE_MODELS:       # RGB, 192 px; the detector's range is [-1, 1]
-        crops = np.stack([to_chw(cv2.resize(f["crop"], (192, 192), interpolation=cv2.INTER_AREA)[..., ::-1])
+    if name in FACE_MODELS:       # RGB; the detector's range is [-1, 1]
+        n = MEDIAPIPE_NETS[name]["input_size"]
+        crops = np.stack([to_chw(cv2.resize(f["crop"], (n, n), interpolation=cv2.INTER_AREA)[..., ::-1])
                           for f in faces])
         return {"image": crops * 2 - 1 if name == "face_detector" else crops}
     if name not in CONTRACTS:
         raise KeyError(name)
-    size = 256 if name.endswith("hq") else 128
+    size = SPEC_CONTRACTS[name].inputs[0].shape[-1]
     m = window_matrix(size)
     images, holes, maps, genders = [], [], [], []
     for f in faces:
         win = cv2.warpAffine(f["crop"], m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
         cov = cv2.warpAffine(f["covering"], m, (size, size), flags=cv2.INTER_NEAREST)
-        hole = cv2.dilate(cov, np.ones((5, 5), np.uint8))
+        hole = dilate_hole(cov, size, TRAINING_HOLE_DILATE_PX)   # as the training data's holes
         lm = f["landmarks"] @ m[:, :2].T + m[:, 2]
         images.append(to_chw(win))
         holes.append(hole[None].astype(np.float32))
@@ -215,10 +186,6 @@ def real_inputs(name: str, batch: int = 4, seed: int = 0):
 
 
 # -- files ------------------------------------------------------------------------------------
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 
 def _replace_atomically(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
@@ -303,13 +270,12 @@ def export_model(name: str, model, path: Path, real_inputs=None, simplify: bool 
         raise RuntimeError(f"{name}: ONNX Runtime differs from PyTorch by {parity} (> {tolerance:g})")
     tmp.replace(path)
     sidecar = {"name": name, "opset": OPSET, **contract,
-               "normalisation": "pixels / 255, BGR channel order, no mean/std",
+               "normalisation": SPEC_CONTRACTS[name].normalisation,
                "sha256": sha256(path), "parity_max_abs_err": parity,
                "parity_tolerance": tolerance,
                "params": int(sum(p.numel() for p in model.parameters())), "simplified": simplified}
     if name in FACE_MODELS:
-        from models.spec import MEDIAPIPE_NETS
-        sidecar.update(normalisation=("RGB, pixels / 127.5 - 1" if name == "face_detector" else "RGB, pixels / 255"),
+        sidecar.update(normalisation=SPEC_CONTRACTS[name].normalisation,
                        params=int(sum(b.numel() for b in model.buffers())),
                        source=f"mediapipe 0.10.21 modules/{MEDIAPIPE_NETS[name]['file']} (Apache-2.0, Google)")
     else:
@@ -322,8 +288,8 @@ def export_model(name: str, model, path: Path, real_inputs=None, simplify: bool 
 
 
 def load_face_model(name: str, model_dir: Path | None = None):
-    """mediapipe's network `name` as the torch module the GPU tracker runs, with the CONTRACTS outputs."""
-    from stream.torch_tracking import load_face_net
+    """mediapipe's network `name` as a torch module (models.face_nets; imported here: it needs torch)."""
+    from models.face_nets import load_face_net
     return load_face_net(name, model_dir)
 
 
@@ -345,14 +311,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description="Export Unmask's networks to ONNX (+ .pt state dict + .json sidecar).")
     ap.add_argument("--models", nargs="+", default=["analyser", "inpainter_fast"])
-    ap.add_argument("--out", type=Path, default=ROOT / "models" / "weights")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "runs",
                     help="folder holding <model>/last.pt (default: runs/)")
     ap.add_argument("--simplify", action="store_true", help="simplify the graph with onnxsim when installed")
     ap.add_argument("--real-batch", type=int, default=4,
                     help="number of real-looking faces for the parity check (0: random inputs only)")
     args = ap.parse_args(argv)
-    from stream.errors import UnmaskError
     for name in args.models:
         if name not in CONTRACTS:
             print(f"error: unknown model {name!r} (choose from {', '.join(CONTRACTS)})", file=sys.stderr)

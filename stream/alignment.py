@@ -11,12 +11,11 @@ mouth and chin, so training crops (unmasked faces) and inference crops
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-CANONICAL_SIZE = 256
+from models.spec import CANONICAL_SIZE, load_canonical_face
 
 # mediapipe face mesh indices (468-point topology).
 LEFT_EYE = [33, 133, 160, 159, 158, 144, 145, 153]      # image-left eye
@@ -36,8 +35,6 @@ FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              54, 103, 67, 109]
 # Lower-face landmarks: everything a mask can hide (nose, lips, cheeks, jaw).
 # Computed once from the canonical shape in `lower_face_indices()`.
-
-_CANONICAL_PATH = Path(__file__).resolve().parent.parent / "models" / "canonical_face_256.npy"
 
 
 def ffhq_similarity(landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
@@ -65,7 +62,7 @@ def ffhq_similarity(landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.nda
 
 def load_canonical_shape() -> np.ndarray:
     """The mean 468-point face in the 256 px canonical crop (models/canonical_face_256.npy)."""
-    return np.load(_CANONICAL_PATH).astype(np.float32)
+    return load_canonical_face().astype(np.float32)
 
 
 def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

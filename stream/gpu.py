@@ -1,7 +1,7 @@
 """The GPU-resident reconstruction path: one upload per frame, everything else in torch on the device.
 
-    from stream.gpu import GpuUnmasker, make_gpu_unmasker
-    um = make_gpu_unmasker(device="cuda")          # GpuUnmasker on CUDA, the plain Unmasker elsewhere
+    from stream.gpu import GpuUnmasker
+    um = GpuUnmasker(device="cuda")                # stream.factory.create_unmasker picks it for CUDA
     res = um.process(frame_bgr, timestamp_ms=t)    # same Result / Face contract as Unmasker
     res = um.process(frame_bgr, t, as_tensor=True) # res.image: (H, W, 3) uint8 tensor on the device
 
@@ -33,7 +33,6 @@ check it against the numpy / OpenCV path on machines without a GPU.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -42,16 +41,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.base import WEIGHTS_DIR
 from engines.cuda_graph import CudaGraphed
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
+from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRESETS, WEIGHTS_DIR, decode_analyser, hole_kernel_size, window_matrix
+from models.checkpoints import load_network
 from stream.alignment import Alignment
 from stream.errors import ModelError
-from stream.reconstruct import FaceOutput, frame_to_window, landmark_map_for
+from stream.reconstruct import frame_to_window, landmark_map_for
+from stream.stages import FaceAnalysis, FrameContext, InpaintJob
+from stream.tracking import FaceTracker
 from stream.unmasker import Unmasker
 
-__all__ = ["TorchFrameReconstructor", "PendingFrame", "InpaintJob", "GpuUnmasker", "make_gpu_unmasker",
-           "cv2_to_theta", "warp_affine", "load_module"]
+__all__ = ["TorchFrameReconstructor", "PendingFrame", "InpaintJob", "GpuUnmasker", "DeviceFrames", "TorchAnalyser",
+           "TorchCompositor", "cv2_to_theta", "warp_affine", "load_module"]
 
 
 # -- cv2 matrices -> affine_grid thetas ------------------------------------------------------------
@@ -134,19 +135,13 @@ def load_module(name: str, device: str = "cpu", precision: str = "fp32", weights
     check, channels-last on CUDA); with only `<name>.pt` (e.g. a training snapshot) the same
     weights_only state-dict loader and `models.networks.build`.
     """
-    from engines.torch_runner import TorchRunner, load_state_dict
-    from models.networks import build
+    from engines.torch_runner import TorchRunner
 
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     onnx_path = folder / f"{name}.onnx"
     if onnx_path.exists():
         return TorchRunner(onnx_path, device=device, precision=precision).net
-    state = load_state_dict(folder / f"{name}.pt")
-    net = build(name)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ModelError(f"{folder / f'{name}.pt'} does not fit {name}: {str(e).strip().splitlines()[0]}") from None
+    net = load_network(name, folder / f"{name}.pt")
     dtype = torch.float16 if precision == "fp16" and device.startswith("cuda") else torch.float32
     net = net.eval().to(torch.device(device), dtype=dtype)
     if device.startswith("cuda"):
@@ -155,16 +150,6 @@ def load_module(name: str, device: str = "cpu", precision: str = "fp32", weights
 
 
 # -- the device path ------------------------------------------------------------------------------
-
-@dataclass
-class InpaintJob:
-    """One masked face to redraw."""
-
-    alignment: Alignment            # frame -> canonical crop
-    mask: np.ndarray | torch.Tensor  # (s, s) covering in the analyser crop (bool or probability; > 0.5 = hole)
-    landmarks_crop: np.ndarray      # (468, 2) canonical-crop pixels
-    gender: float                   # P(female)
-
 
 class _Pinned:
     """A reused page-locked host buffer; an event guards reuse while an async copy may still read it."""
@@ -230,7 +215,7 @@ class TorchFrameReconstructor:
     """
 
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
-                 weights_dir: str | Path | None = None, dilate_px: int = 4, feather_px: int = 3,
+                 weights_dir: str | Path | None = None, dilate_px: int = HOLE_DILATE_PX, feather_px: int = 3,
                  cuda_graphs: bool = True):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelError(f"PyTorch has no CUDA device for {device}: install a CUDA build of PyTorch "
@@ -383,9 +368,7 @@ class TorchFrameReconstructor:
         fwd = np.stack([a.matrix * (s / a.size) for a in alignments])
         crops = self._sample_frame(frame, np.linalg.inv(_h(fwd))[:, :2], s)
         mask_logits, gender_logit, landmarks = self.analyser(self._net_input(crops * (1.0 / 255.0)))
-        probs = torch.sigmoid(mask_logits[:, 0].float())
-        genders = torch.sigmoid(gender_logit.reshape(-1).float())
-        return probs, genders, landmarks.float() * CANONICAL_SIZE
+        return decode_analyser(mask_logits.float(), gender_logit.float(), landmarks.float(), sigmoid=torch.sigmoid)
 
     # -- the inpainter and the blend --------------------------------------------------------------
     def _feather(self, hole: torch.Tensor) -> torch.Tensor:
@@ -414,19 +397,18 @@ class TorchFrameReconstructor:
         wm = window_matrix(size).copy()
         wm[:, :2] *= CANONICAL_SIZE / s_an
         hole = warp_affine(masks, wm, (size, size), padding_mode="zeros")
-        k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
+        k = hole_kernel_size(size, self.dilate_px)                               # models.spec's hole rule
         hole = F.max_pool2d((hole > 0.5).float(), k, stride=1, padding=k // 2)    # = cv2.dilate, square k
         return mats, windows, hole, maps_t, genders_t
 
     @torch.inference_mode()
-    def inpaint_and_blend(self, frame: torch.Tensor, jobs: Sequence[InpaintJob | tuple],
+    def inpaint_and_blend(self, frame: torch.Tensor, jobs: Sequence[InpaintJob],
                           inplace: bool = False) -> torch.Tensor:
         """Redraw every job's lower-face window in one inpainter batch and blend it into the frame.
 
         Pixels where the warped feathered hole (alpha) is 0 keep their exact values. Returns the
         (H, W, 3) uint8 device frame (`frame` itself when `inplace`).
         """
-        jobs = [j if isinstance(j, InpaintJob) else InpaintJob(*j) for j in jobs]
         out = frame if inplace else frame.clone()
         if not jobs:
             return out
@@ -464,113 +446,75 @@ def _shift(dst_to_src: np.ndarray, d: float) -> np.ndarray:
     return m
 
 
-# -- Unmasker on the device -------------------------------------------------------------------------
+# -- the stages on the device ----------------------------------------------------------------------
 
-class _DeviceReconstructor:
-    """What `Unmasker` calls `self.reconstructor`: analysis on the device, results as `FaceOutput`s."""
+class DeviceFrames:
+    """The device copy of the frame being processed, shared by the torch stages: uploaded on first
+    use, reused by later steps, released by the Unmasker after every frame."""
+
+    def __init__(self, gpu: TorchFrameReconstructor):
+        self.gpu = gpu
+        self._host: np.ndarray | None = None
+        self._device: torch.Tensor | None = None
+
+    def tensor(self, frame: np.ndarray) -> torch.Tensor:
+        if self._host is not frame:
+            self._device = self.gpu.upload(frame)
+            self._host = frame
+        return self._device
+
+    def consumed(self) -> None:
+        """The device copy was changed in place: it no longer holds the input frame."""
+        self._host = None
+
+    def release(self) -> None:
+        self._host = self._device = None
+
+
+class TorchAnalyser:
+    """The analyser stage on the device; results come back as `FaceAnalysis`es (the mask smoothing
+    and the `Face` fields are on the CPU)."""
 
     name = "model"
     backend = "torch"
+    learned = True
 
-    def __init__(self, owner: "GpuUnmasker", gpu: TorchFrameReconstructor):
-        self._owner = owner
-        self.gpu = gpu
-        self.window_size = gpu.window_size
+    def __init__(self, gpu: TorchFrameReconstructor, frames: DeviceFrames):
+        self.gpu, self.frames = gpu, frames
 
-    def analyse(self, image: np.ndarray, faces) -> list[FaceOutput]:
+    def analyse(self, image: np.ndarray, faces) -> list[FaceAnalysis]:
         if not faces:
             return []
-        probs, genders, lms = self.gpu.analyse(self._owner._frame_tensor(image), [f.alignment for f in faces])
+        probs, genders, lms = self.gpu.analyse(self.frames.tensor(image), [f.alignment for f in faces])
         n, s = probs.shape[:2]
         # One download of ~70 kB per face: what mask smoothing and the Face fields need on the CPU.
         host = self.gpu.download(torch.cat([probs.reshape(n, -1), genders[:, None], lms.reshape(n, -1)], 1))
         probs, genders, lms = host[:, :s * s].reshape(n, s, s), host[:, s * s], host[:, s * s + 1:].reshape(n, -1, 2)
-        return [FaceOutput(probs[i].copy(), float(genders[i]), lms[i].copy()) for i in range(n)]
+        return [FaceAnalysis(probs[i].copy(), float(genders[i]), lms[i].copy()) for i in range(n)]
 
-    def inpaint(self, windows, holes, landmark_maps, genders):
-        raise NotImplementedError("GpuUnmasker inpaints in _inpaint_and_blend, on the device")
-
-    def close(self):
-        self.gpu.analyser = self.gpu.inpainter = None
+    def close(self) -> None:
+        self.gpu.analyser = None
 
 
-class GpuUnmasker(Unmasker):
-    """`Unmasker` whose analysis, inpainting and blending run on `device` with torch.
+class TorchCompositor:
+    """The compositor stage on the device: windows, holes, the inpainter (the reconstructor, here the
+    device's generative network) and the blend, in place on the frame's device copy; the result stays
+    there (`as_tensor`), comes back at once, or is a `PendingFrame` (`defer_download`)."""
 
-    Landmark and mask smoothing and the `Face` fields stay on the CPU as in `Unmasker`;
-    the frame is uploaded once per `process` call and downloaded once
-    (only when a face was redrawn; never with `as_tensor=True`). `tracker`: "torch" tracks on the
-    device (`stream.torch_tracking`), "mediapipe" on the CPU. `defer_download`: a redrawn frame's
-    `Result.image` is a `PendingFrame` (call `.result()`) whose download overlaps the next frame's
-    work; the Pipeline resolves these in its output thread. `device="cpu"` runs the same
-    torch code in fp32 (for tests). Other keyword arguments are `Unmasker`'s.
-    """
-
-    def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
-                 weights_dir: str | Path | None = None, tracker: str = "torch", cuda_graphs: bool = True,
-                 defer_download: bool = False, **kwargs):
-        method = kwargs.pop("method", "model")
-        if method not in ("model", "auto"):
-            raise ValueError(f"GpuUnmasker runs the models; method {method!r} is the plain Unmasker's")
-        kwargs.pop("backend", None)
-        # The classical reconstructor opens no model: Unmasker's own set-up (tracking, smoothing
-        # parameters) without loading ONNX sessions we would not use. The device models replace it.
-        super().__init__(method="classical", device=device, preset=preset, **kwargs)
-        self.gpu = TorchFrameReconstructor(device, precision, preset, weights_dir,
-                                           dilate_px=self.dilate_px, feather_px=self.feather_px,
-                                           cuda_graphs=cuda_graphs)
-        self.cuda_graphs = cuda_graphs
+    def __init__(self, gpu: TorchFrameReconstructor, frames: DeviceFrames, defer_download: bool = False):
+        self.gpu, self.frames = gpu, frames
+        self.window_size = gpu.window_size
         self.defer_download = defer_download
-        self._download_stream = torch.cuda.Stream(self.gpu.device) if self.gpu.cuda and defer_download else None
-        self.gpu.warm_up(self.max_faces)
-        self.reconstructor = _DeviceReconstructor(self, self.gpu)
-        self.method = "model"
-        if tracker not in ("torch", "mediapipe"):
-            raise ValueError(f"unknown tracker {tracker!r}: use 'torch' or 'mediapipe'")
-        self.tracker_kind = tracker
-        self._precision = precision
-        self._frame_np: np.ndarray | None = None
-        self._frame_dev: torch.Tensor | None = None
-        self._as_tensor = False
+        self._download_stream = torch.cuda.Stream(gpu.device) if gpu.cuda and defer_download else None
 
-    def _make_tracker(self, mode):
-        if self.tracker_kind == "mediapipe":
-            return super()._make_tracker(mode)
-        from stream.torch_tracking import TorchFaceTracker
-
-        return TorchFaceTracker(mode, max_faces=self.max_faces, device=str(self.gpu.device),
-                                precision=self._precision, upload=self._frame_tensor,
-                                cuda_graphs=self.cuda_graphs)
-
-    def _frame_tensor(self, frame: np.ndarray) -> torch.Tensor:
-        """The device copy of this call's frame: uploaded on first use, reused by later steps."""
-        if self._frame_np is not frame:
-            self._frame_dev = self.gpu.upload(frame)
-            self._frame_np = frame
-        return self._frame_dev
-
-    def process(self, frame_bgr: np.ndarray, timestamp_ms: float | None = None, *, as_tensor: bool = False):
-        """`Unmasker.process`; with `as_tensor=True` the result's image is a uint8 (H, W, 3) device tensor."""
-        self._frame_np = self._frame_dev = None
-        self._as_tensor = as_tensor
-        try:
-            res = super().process(frame_bgr, timestamp_ms)
-            if as_tensor and isinstance(res.image, np.ndarray):       # nothing redrawn
-                res.image = self._frame_tensor(frame_bgr)
-            return res
-        finally:
-            self._frame_np = self._frame_dev = None
-            self._as_tensor = False
-
-    def _inpaint_and_blend(self, frame, jobs):
+    def composite(self, ctx: FrameContext, jobs: list[InpaintJob]):
+        if not jobs:
+            return (self.frames.tensor(ctx.image) if ctx.as_tensor else ctx.image.copy()), 0.0
         t = time.perf_counter()
-        dev = self.gpu.inpaint_and_blend(
-            self._frame_tensor(frame),
-            [InpaintJob(inp.alignment, mask_crop, ana.landmarks_crop, gender_p)
-             for inp, ana, mask_crop, gender_p, *_ in jobs],
-            inplace=True)                      # the upload belongs to this call: no second device copy
-        self._frame_np = None                  # it no longer holds the input frame
-        if self._as_tensor:
+        # In place: the upload belongs to this frame, no second device copy.
+        dev = self.gpu.inpaint_and_blend(self.frames.tensor(ctx.image), jobs, inplace=True)
+        self.frames.consumed()
+        if ctx.as_tensor:
             out = dev
         elif self.defer_download:
             out = PendingFrame(dev, self._download_stream)
@@ -580,18 +524,51 @@ class GpuUnmasker(Unmasker):
         # nothing waits for the device here, so this is the launch time only.
         return out, (time.perf_counter() - t) * 1e3
 
+    def close(self) -> None:
+        self.gpu.inpainter = None
 
-def make_gpu_unmasker(device: str | None = None, **kwargs) -> Unmasker:
-    """A `GpuUnmasker` when `device` is CUDA ("cuda", "cuda:N"), else the plain `Unmasker(**kwargs)`.
 
-    `device=None` picks CUDA when torch sees one. GpuUnmasker-only arguments (precision,
-    weights_dir) are dropped for the plain Unmasker.
+class GpuUnmasker(Unmasker):
+    """The `Unmasker` composed of the device stages: analysis, inpainting and blending run on `device`
+    with torch, tracking too with `tracker="torch"` (stream.torch_tracking; "mediapipe" tracks on the CPU).
+
+    Landmark and mask smoothing and the `Face` fields stay on the CPU as in `Unmasker`; the frame is
+    uploaded once per `process` call and downloaded once (only when a face was redrawn; never with
+    `process(..., as_tensor=True)`). `defer_download`: a redrawn frame's `Result.image` is a
+    `PendingFrame` (call `.result()`) whose download overlaps the next frame's work; the Pipeline
+    resolves these in its output thread. `device="cpu"` runs the same torch code in fp32 (for tests).
+    Other keyword arguments are `Unmasker`'s (smoothing, max_faces, mode ...).
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else None
-    if device is not None and device.startswith("cuda"):
-        return GpuUnmasker(device=device, **kwargs)
-    for k in ("precision", "weights_dir"):
-        kwargs.pop(k, None)
-    return Unmasker(device=device, **kwargs)
 
+    def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
+                 weights_dir: str | Path | None = None, tracker: str = "torch", cuda_graphs: bool = True,
+                 defer_download: bool = False, **kwargs):
+        method = kwargs.pop("method", "model")
+        if method not in ("model", "auto"):
+            raise ValueError(f"GpuUnmasker runs the models; method {method!r} is the plain Unmasker's")
+        if tracker not in ("torch", "mediapipe"):
+            raise ValueError(f"unknown tracker {tracker!r}: use 'torch' or 'mediapipe'")
+        for unused in ("backend", "threads"):       # torch on `device` is the backend
+            kwargs.pop(unused, None)
+        dilate_px = kwargs.pop("dilate_px", HOLE_DILATE_PX)
+        feather_px = kwargs.pop("feather_px", 3)
+        self.gpu = TorchFrameReconstructor(device, precision, preset, weights_dir, dilate_px=dilate_px,
+                                           feather_px=feather_px, cuda_graphs=cuda_graphs)
+        self.gpu.warm_up(kwargs.get("max_faces", 1))
+        self.cuda_graphs = cuda_graphs
+        self.defer_download = defer_download
+        self.tracker_kind = tracker
+        frames = DeviceFrames(self.gpu)
+        max_faces = kwargs.get("max_faces", 1)
+
+        def make_tracker(mode):
+            if tracker == "mediapipe":
+                return FaceTracker(mode, max_faces=max_faces)
+            from stream.torch_tracking import TorchFaceTracker
+
+            return TorchFaceTracker(mode, max_faces=max_faces, device=str(self.gpu.device), precision=precision,
+                                    upload=frames.tensor, cuda_graphs=cuda_graphs)
+
+        super().__init__(analyser=TorchAnalyser(self.gpu, frames),
+                         compositor=TorchCompositor(self.gpu, frames, defer_download),
+                         make_tracker=make_tracker, frames=frames, **kwargs)

@@ -28,7 +28,9 @@ import numpy as np
 from engines.base import Runner
 from stream.errors import SourceError, redact_url
 from stream.pipeline import Mode, Pipeline
-from stream.reconstruct import ModelReconstructor
+from stream.analyser import ModelAnalyser
+from stream.compositing import CpuCompositor
+from stream.reconstruct import GenerativeReconstructor
 from stream.unmasker import Unmasker
 
 STREAM_LIST_SUFFIX = ".streams"
@@ -268,18 +270,7 @@ class BatchedRunner(Runner):
             return self.empty_outputs()
         return self.batcher.submit(self.client, self.model, inputs)
 
-
-class _SharedModelReconstructor(ModelReconstructor):
-    """ModelReconstructor's pre- and post-processing, with its two runners served by the SharedBatcher."""
-
-    def __init__(self, batcher: SharedBatcher, client: int, preset: str):
-        from models.spec import INPAINTER_PRESETS
-        self.analyser = BatchedRunner(batcher, client, "analyser")
-        self.inpainter = BatchedRunner(batcher, client, f"inpainter_{preset}")
-        self.window_size = INPAINTER_PRESETS[preset]["size"]
-        self.backend = self.analyser.name
-
-    def close(self):   # the runners belong to the batcher
+    def close(self) -> None:   # the real runner belongs to the batcher, which closes it
         pass
 
 
@@ -288,11 +279,14 @@ class StreamUnmasker(Unmasker):
     the shared batcher. `close()` leaves the batcher (the stream ended)."""
 
     def __init__(self, batcher: SharedBatcher, preset: str = "fast", **kwargs):
-        super().__init__(method="classical", preset=preset, **kwargs)    # the tracking half, no runners
+        from models.spec import INPAINTER_PRESETS
         self.batcher = batcher
         self.client = batcher.register()
-        self.reconstructor = _SharedModelReconstructor(batcher, self.client, preset)
-        self.method = "model"
+        # The CPU stages, with their two runners served by the SharedBatcher (which owns and closes them).
+        analyser = ModelAnalyser(BatchedRunner(batcher, self.client, "analyser"))
+        reconstructor = GenerativeReconstructor(BatchedRunner(batcher, self.client, f"inpainter_{preset}"),
+                                                INPAINTER_PRESETS[preset]["size"])
+        super().__init__(preset=preset, analyser=analyser, compositor=CpuCompositor(reconstructor), **kwargs)
 
     def process(self, frame_bgr, timestamp_ms=None):
         self.batcher.set_busy(self.client, True)

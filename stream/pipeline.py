@@ -31,6 +31,7 @@ from typing import Callable
 
 from stream.frame import Frame
 from stream.running_stats import RunningStats
+from stream.stages import DeferredImage
 
 _END = object()   # end-of-stream marker passed down the queues
 _POLL_S = 0.05
@@ -265,7 +266,7 @@ class Pipeline:
                     break
                 frame, res = item
                 t = time.perf_counter()
-                if hasattr(res.image, "result"):
+                if isinstance(res.image, DeferredImage):
                     # A GPU frame still downloading (stream.gpu.PendingFrame): inference is already
                     # on the next frame; wait for this copy only.
                     res.image = res.image.result()

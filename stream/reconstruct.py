@@ -1,118 +1,45 @@
-"""Per-face reconstruction: segment -> (gender) -> inpaint, behind one small interface.
+"""The reconstructor stage: redraw the lower-face windows of the masked faces, all in one batch.
 
-`Reconstructor.reconstruct(image, faces)` takes the frame and the faces' aligned
-crops and returns, per face, the covering's probability in the canonical crop,
-the gender, the lower-face landmarks and the redrawn inpainting window. Two
-implementations:
+`Reconstructor.inpaint(windows, holes, landmark_maps, genders)` (stream.stages) takes the windows
+cut from the frame (models.spec.INPAINT_WINDOW), the holes to fill, the landmark guide maps and the
+genders, and returns the redrawn windows; the compositor cuts the windows and blends the result back.
 
-* `ModelReconstructor` (default): the shipped analyser (covering mask, hidden
-  landmarks, gender) and inpainter networks, all faces of a frame batched into
-  one call of each, through any `engines` runner.
-* `ClassicalReconstructor` (`--method classical`): the BASELINE kept for
-  comparison: the covering is assumed to be the lower face (a polygon from the
-  mesh landmarks) and is filled by `cv2.inpaint` (Telea). No learning.
+* `GenerativeReconstructor` (default): the shipped inpainter network (guided by the landmark map
+  and the gender), through any `engines` runner.
+* `TeleaReconstructor` (`--method classical`): the BASELINE kept for comparison: `cv2.inpaint`
+  (Telea). No learning.
+
+A reconstructor that copies the person's own face from a reference photo plugs in here.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, window_matrix
+from models.spec import CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, window_matrix
 from stream.alignment import Alignment, transform_points
 
-# The lower-face region used by the classical baseline: nose bridge level,
-# along the cheeks and jaw, under the chin.
-LOWER_FACE_POLYGON = [234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379,
-                      365, 397, 288, 361, 323, 454, 197]
 
-
-@dataclass
-class FaceInput:
-    alignment: Alignment
-    landmarks: np.ndarray     # (468, 2) frame pixels (tracker / smoothed)
-
-
-@dataclass
-class FaceOutput:
-    mask_prob: np.ndarray           # (S, S) covering probability in the canonical crop (S = analyser size)
-    gender_female: float            # P(female); 0.5 when unknown
-    landmarks_crop: np.ndarray      # (468, 2) canonical-crop pixels (analyser's estimate where hidden)
-
-
-class Reconstructor:
-    name = "base"
-    window_size = 128
-
-    def analyse(self, image: np.ndarray, faces: list[FaceInput]) -> list[FaceOutput]:
-        raise NotImplementedError
-
-    def inpaint(self, windows: np.ndarray, holes: np.ndarray, landmark_maps: np.ndarray,
-                genders: np.ndarray) -> np.ndarray:
-        """Batched: windows (N,S,S,3) uint8, holes (N,S,S) float -> (N,S,S,3) uint8."""
-        raise NotImplementedError
-
-
-class ClassicalReconstructor(Reconstructor):
-    """Baseline: landmark-derived lower-face region + cv2.inpaint (Telea)."""
-
-    name = "classical"
-
-    def __init__(self, window_size: int = 128, radius: int = 5):
-        self.window_size = window_size
-        self.radius = radius
-
-    def analyse(self, image, faces):
-        s = ANALYSER["input_size"]
-        out = []
-        for f in faces:
-            lm_crop = f.alignment.to_crop(f.landmarks)
-            prob = np.zeros((s, s), np.float32)
-            poly = np.round(lm_crop[LOWER_FACE_POLYGON] * (s / CANONICAL_SIZE) * 4).astype(np.int32)
-            cv2.fillPoly(prob, [cv2.convexHull(poly)], 1.0, cv2.LINE_AA, shift=2)
-            out.append(FaceOutput(prob, 0.5, lm_crop))
-        return out
-
-    def inpaint(self, windows, holes, landmark_maps, genders):
-        out = np.empty_like(windows)
-        for i, (w, h) in enumerate(zip(windows, holes)):
-            out[i] = cv2.inpaint(w, (h > 0.5).astype(np.uint8), self.radius, cv2.INPAINT_TELEA)
-        return out
-
-
-class ModelReconstructor(Reconstructor):
-    """The trained analyser + inpainter, through `engines` runners."""
+class GenerativeReconstructor:
+    """The trained inpainter through an `engines` runner."""
 
     name = "model"
 
-    def __init__(self, backend: str = "auto", device: str | None = None, threads: int | None = None,
-                 preset: str = "fast"):
-        from engines import create_runner
+    def __init__(self, runner, window_size: int):
+        self.runner = runner
+        self.window_size = window_size
 
-        # precision "auto": fp16 engines on a GPU, fp32 on the CPU.
-        self.analyser = create_runner("analyser", backend=backend, device=device, threads=threads,
-                                      precision="auto")
-        self.inpainter = create_runner(f"inpainter_{preset}", backend=backend, device=device,
-                                       threads=threads, precision="auto")
-        self.window_size = INPAINTER_PRESETS[preset]["size"]
-        self.backend = self.analyser.name
+    @classmethod
+    def open(cls, preset: str = "fast", backend: str = "auto", device: str | None = None,
+             threads: int | None = None) -> "GenerativeReconstructor":
+        from engines import create_runner   # engines sits below the stream; imported when a model is opened
 
-    def analyse(self, image, faces):
-        if not faces:
-            return []
-        s = ANALYSER["input_size"]
-        crops = np.stack([f.alignment.crop(image, s) for f in faces])
-        x = crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        res = self.analyser.run({"image": x})
-        probs = 1 / (1 + np.exp(-res["mask_logits"][:, 0]))
-        genders = 1 / (1 + np.exp(-res["gender_logit"].reshape(-1)))
-        lms = res["landmarks"] * CANONICAL_SIZE
-        return [FaceOutput(probs[i].astype(np.float32), float(genders[i]), lms[i].astype(np.float32))
-                for i in range(len(faces))]
+        runner = create_runner(f"inpainter_{preset}", backend=backend, device=device, threads=threads,
+                               precision="auto")
+        return cls(runner, INPAINTER_PRESETS[preset]["size"])
 
     def inpaint(self, windows, holes, landmark_maps, genders):
-        res = self.inpainter.run({
+        res = self.runner.run({
             "image": windows.transpose(0, 3, 1, 2).astype(np.float32) / 255.0,
             "hole": holes[:, None].astype(np.float32),
             "landmark_map": landmark_maps[:, None].astype(np.float32),
@@ -121,9 +48,27 @@ class ModelReconstructor(Reconstructor):
         out = res["output"].transpose(0, 2, 3, 1) * 255.0
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-    def close(self):
-        for r in (self.analyser, self.inpainter):
-            r.close()
+    def close(self) -> None:
+        self.runner.close()
+
+
+class TeleaReconstructor:
+    """Baseline: cv2.inpaint (Telea) inside the hole."""
+
+    name = "classical"
+
+    def __init__(self, window_size: int = 128, radius: int = 5):
+        self.window_size = window_size
+        self.radius = radius
+
+    def inpaint(self, windows, holes, landmark_maps, genders):
+        out = np.empty_like(windows)
+        for i, (w, h) in enumerate(zip(windows, holes)):
+            out[i] = cv2.inpaint(w, (h > 0.5).astype(np.uint8), self.radius, cv2.INPAINT_TELEA)
+        return out
+
+    def close(self) -> None:
+        pass
 
 
 def frame_to_window(alignment: Alignment, size: int) -> np.ndarray:

@@ -24,43 +24,24 @@ Landmark coordinates follow mediapipe (x_norm * width: pixel i spans [i, i + 1))
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.face_nets import FaceNet, load_face_net, mediapipe_model_path
 from models.spec import MEDIAPIPE_NETS
-from stream.errors import ModelError
-from stream.tracking import FaceTracker, RunningMode, detection_regions, iou, merge_detections
+from stream.tracking import Detection, FaceTracker, RunningMode, detection_regions, iou, merge_detections
 
-__all__ = ["TorchFaceTracker", "mediapipe_model_path", "load_face_net", "FaceDetectorNet", "FaceMeshNet"]
+__all__ = ["TorchFaceTracker", "FaceDetectorNet", "FaceMeshNet", "FaceNet", "load_face_net", "mediapipe_model_path"]
 
 DETECTOR_FILE = MEDIAPIPE_NETS["face_detector"]["file"]
 MESH_FILE = MEDIAPIPE_NETS["face_mesh"]["file"]
-DETECTOR_SIZE = 192
-MESH_SIZE = 192
+DETECTOR_SIZE = MEDIAPIPE_NETS["face_detector"]["input_size"]
+MESH_SIZE = MEDIAPIPE_NETS["face_mesh"]["input_size"]
 ROI_SCALE = 1.5
 NMS_IOU = 0.3
 PRESENCE_THRESHOLD = 0.5
 EYE_CORNERS = (33, 263)            # image-left, image-right eye outer corners on an upright face
-
-
-def mediapipe_model_path(name: str, model_dir: str | Path | None = None) -> Path:
-    """A .tflite file of mediapipe's `modules/` folder: from `model_dir`, $UNMASK_MEDIAPIPE_MODULES,
-    or the installed mediapipe wheel (located without importing it)."""
-    roots = [Path(p) for p in (model_dir, os.environ.get("UNMASK_MEDIAPIPE_MODULES")) if p]
-    spec = importlib.util.find_spec("mediapipe")
-    if spec is not None and spec.submodule_search_locations:
-        roots += [Path(p) / "modules" for p in spec.submodule_search_locations]
-    for root in roots:
-        for candidate in (root / name, root / Path(name).name):
-            if candidate.is_file():
-                return candidate
-    raise ModelError(f"mediapipe's {Path(name).name} was not found: install mediapipe==0.10.21 "
-                     "or set UNMASK_MEDIAPIPE_MODULES to a folder holding it")
 
 
 def _full_range_anchors() -> np.ndarray:
@@ -90,36 +71,6 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, t
                     float(scores[i])))
         remaining &= ~group
     return out
-
-
-class _FaceNet(torch.nn.Module):
-    """A mediapipe network with its outputs as the contracts (export.onnx.CONTRACTS) name them:
-    the detector -> (regressors (N, 2304, 16), score_logits (N, 2304, 1)); the mesh -> (landmarks
-    (N, 468, 3), face_logit (N, 1)). The tracker runs it; the ONNX export exports it."""
-
-    def __init__(self, name: str, graph):
-        super().__init__()
-        self.name = name
-        self.graph = graph
-        self._order = [graph.output_names.index(n) for n in MEDIAPIPE_NETS[name]["outputs"]]
-
-    def forward(self, image):
-        outs = self.graph(image)
-        a, b = outs[self._order[0]], outs[self._order[1]]
-        if self.name == "face_mesh":               # (N,1,1,1404), (N,1,1,1) -> (N,468,3), (N,1)
-            return a.reshape(-1, 468, 3), b.reshape(-1, 1)
-        return a, b
-
-
-def load_face_net(name: str, model_dir=None) -> _FaceNet:
-    """mediapipe's `name` network (models.spec.MEDIAPIPE_NETS) as an eval-mode CPU fp32 module."""
-    from models.tflite_graph import TfliteGraph, UnsupportedGraph
-
-    try:
-        graph = TfliteGraph.from_file(mediapipe_model_path(MEDIAPIPE_NETS[name]["file"], model_dir))
-    except UnsupportedGraph as e:
-        raise ModelError(str(e)) from None
-    return _FaceNet(name, graph).eval()
 
 
 class _TfliteNet:
@@ -296,9 +247,9 @@ class TorchFaceTracker(FaceTracker):
         return landmarks
 
     # -- the detector -------------------------------------------------------------------------------
-    def detect(self, image: torch.Tensor, regions) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
+    def detect(self, image: torch.Tensor, regions) -> list[Detection]:
         """Full-range BlazeFace in each (x0, y0, x1, y1) region (letterboxed; one batch); merged
-        detections as FaceTracker's (box, keypoints (6, 2), score), frame coordinates."""
+        `Detection`s as FaceTracker's, frame coordinates."""
         h, w = image.shape[-2:]
         thetas, frames = [], []
         for x0, y0, x1, y1 in regions:
@@ -321,7 +272,7 @@ class TorchFaceTracker(FaceTracker):
                 for box, kp, score in weighted_nms(b[sel], k[sel], s[sel]):
                     box = (box.reshape(2, 2) - 0.5) * side + centre
                     kp = ((kp - 0.5) * side + centre).astype(np.float32)
-                    found.append((tuple(int(v) for v in np.round(box.ravel())), kp, score))
+                    found.append(Detection(tuple(int(v) for v in np.round(box.ravel())), kp, score))
         return merge_detections(found)
 
     def _run_detector(self, image):

@@ -25,6 +25,7 @@ import itertools
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -60,6 +61,30 @@ def quiet_native_stderr():
 class RunningMode(enum.Enum):
     IMAGE = "image"
     VIDEO = "video"
+
+
+Box = tuple[int, int, int, int]     # x0, y0, x1, y1 frame pixels
+
+
+class Detection(NamedTuple):
+    """A face the detector found (frame coordinates)."""
+
+    box: Box
+    keypoints: np.ndarray           # (6, 2) float32: eyes, nose tip, mouth centre, ear tragions
+    score: float
+
+
+class FaceCandidate(NamedTuple):
+    """A face found in this frame, before it is matched to a track."""
+
+    landmarks: np.ndarray           # (468, 2) float32 frame pixels
+    box: Box
+    source: str                     # "mesh" or "detector"
+    score: float
+
+
+def _contains_centre(box: Box, point) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
 @dataclass
@@ -110,12 +135,11 @@ def detection_regions(h: int, w: int) -> list[tuple[int, int, int, int]]:
     return regions
 
 
-def merge_detections(found: list) -> list:
-    """(box, keypoints, score) detections from overlapping regions: the best of each overlapping
-    group (IoU >= 0.3), best first."""
+def merge_detections(found: list[Detection]) -> list[Detection]:
+    """Detections from overlapping regions: the best of each overlapping group (IoU >= 0.3), best first."""
     kept = []
-    for d in sorted(found, key=lambda d: -d[2]):
-        if all(iou(d[0], k[0]) < 0.3 for k in kept):
+    for d in sorted(found, key=lambda d: -d.score):
+        if all(iou(d.box, k.box) < 0.3 for k in kept):
             kept.append(d)
     return kept
 
@@ -189,10 +213,10 @@ class FaceTracker:
                    int((bb.ymin + bb.height) * h) + y0)
             kp = np.array([(k.x * w + x0, k.y * h + y0) for k in d.location_data.relative_keypoints],
                           np.float32)
-            out.append((box, kp, float(d.score[0])))
+            out.append(Detection(box, kp, float(d.score[0])))
         return out
 
-    def _run_detector(self, rgb) -> list[tuple[tuple[int, int, int, int], np.ndarray, float]]:
+    def _run_detector(self, rgb) -> list[Detection]:
         """Full-range BlazeFace on the frame, then on overlapping square tiles of it (detection_regions)."""
         self.stats["detector_runs"] += 1
         found = []
@@ -242,7 +266,7 @@ class FaceTracker:
         rgb = self._prepare(image_bgr)
         shape = image_bgr.shape
         meshes = self._run_mesh(rgb)
-        faces = [(lm, landmarks_box(lm, shape), "mesh", 1.0) for lm in meshes]
+        faces = [FaceCandidate(lm, landmarks_box(lm, shape), "mesh", 1.0) for lm in meshes]
         self.stats["mesh_faces"] += len(faces)
         video = self.mode is RunningMode.VIDEO
         if video and len(faces) < self.max_faces:
@@ -252,14 +276,14 @@ class FaceTracker:
                 if len(faces) >= self.max_faces or t.missed > 1:
                     continue
                 cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
-                if any(f[1][0] <= cx <= f[1][2] and f[1][1] <= cy <= f[1][3] for f in faces):
+                if any(_contains_centre(f.box, (cx, cy)) for f in faces):
                     continue
                 x0, y0, x1, y1 = t.box
                 # The landmark box is the whole face; the crop helper expects a detector-sized box.
                 inner = (x0 + (x1 - x0) * 0.15, y0 + (y1 - y0) * 0.15, x1 - (x1 - x0) * 0.15, y1 - (y1 - y0) * 0.15)
                 lm = self._mesh_on_crop(rgb, inner)
                 if lm is not None:
-                    faces.append((lm, landmarks_box(lm, shape), "mesh", 1.0))
+                    faces.append(FaceCandidate(lm, landmarks_box(lm, shape), "mesh", 1.0))
                     self.stats["roi_mesh_faces"] += 1
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
         periodic = video and self._frame % self.redetect_every == 0
@@ -269,8 +293,7 @@ class FaceTracker:
         if len(faces) < self.max_faces and (not video or missing_tracked or periodic):
             for box, kp, score in self._run_detector(rgb):
                 centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                if len(faces) >= self.max_faces or any(
-                        f[1][0] <= centre[0] <= f[1][2] and f[1][1] <= centre[1] <= f[1][3] for f in faces):
+                if len(faces) >= self.max_faces or any(_contains_centre(f.box, centre) for f in faces):
                     continue   # already found by the mesh
                 lm = self._mesh_on_crop(rgb, box, kp)
                 source = "mesh"
@@ -285,14 +308,14 @@ class FaceTracker:
                     self.stats["detector_faces"] += 1
                 else:
                     self.stats["crop_mesh_faces"] += 1
-                faces.append((lm, landmarks_box(lm, shape), source, score))
+                faces.append(FaceCandidate(lm, landmarks_box(lm, shape), source, score))
         self._frame += 1
         if not video:
-            return [TrackedFace(i, lm, box, src, sc, True) for i, (lm, box, src, sc) in enumerate(faces)]
+            return [TrackedFace(i, f.landmarks, f.box, f.source, f.score, True) for i, f in enumerate(faces)]
         return self._associate(faces)
 
-    def _associate(self, faces) -> list[TrackedFace]:
-        pairs = sorted(((iou(t.box, f[1]), ti, fi) for ti, t in enumerate(self._tracks)
+    def _associate(self, faces: list[FaceCandidate]) -> list[TrackedFace]:
+        pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(self._tracks)
                         for fi, f in enumerate(faces)), reverse=True)
         used_t, used_f, out = set(), set(), []
         n_before = len(self._tracks)
@@ -302,15 +325,16 @@ class FaceTracker:
             used_t.add(ti)
             used_f.add(fi)
             t = self._tracks[ti]
-            t.landmarks, t.box, t.missed = faces[fi][0], faces[fi][1], 0
+            f = faces[fi]
+            t.landmarks, t.box, t.missed = f.landmarks, f.box, 0
             t.age += 1
-            out.append(TrackedFace(t.track_id, t.landmarks, t.box, faces[fi][2], faces[fi][3], False))
+            out.append(TrackedFace(t.track_id, t.landmarks, t.box, f.source, f.score, False))
         for fi, f in enumerate(faces):
             if fi in used_f:
                 continue
-            t = _Track(next(self._ids), f[0], f[1])
+            t = _Track(next(self._ids), f.landmarks, f.box)
             self._tracks.append(t)
-            out.append(TrackedFace(t.track_id, t.landmarks, t.box, f[2], f[3], True))
+            out.append(TrackedFace(t.track_id, t.landmarks, t.box, f.source, f.score, True))
         kept = []
         for ti, t in enumerate(self._tracks):
             if ti < n_before and ti not in used_t:

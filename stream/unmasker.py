@@ -1,39 +1,46 @@
 """`Unmasker`: the library API. One frame in, the reconstructed frame and its faces out.
 
     from stream import Unmasker
-    um = Unmasker()                               # shipped models, backend="auto"
+    um = Unmasker()                               # shipped models, backend="auto", mode="auto"
     res = um.process(frame_bgr)                   # a still image: no temporal state
     res = um.process(frame_bgr, timestamp_ms=t)   # video: tracking + smoothing
     res.image, res.faces                          # see `Result` and `Face`
 
-Per frame: track faces -> smooth landmarks -> align each face to the canonical
-crop -> analyse all faces in one batch (covering mask, hidden landmarks,
-gender) -> smooth the mask in the face-aligned frame -> inpaint the masked
-faces' lower-face windows in one batch -> warp back and blend inside the
-dilated mask only. Pixels outside every face's (dilated) mask are returned
-bit-identical to the input.
+An Unmasker is composed of stages (stream.stages): a tracker per running mode, an analyser, and a
+compositor that holds the reconstructor. Per frame: track faces -> smooth landmarks -> align each
+face to the canonical crop -> analyse all faces in one batch (covering mask, hidden landmarks,
+gender) -> decide each face from its track's state (stream.face_state) -> redraw the masked faces'
+lower-face windows in one batch and blend them back inside the dilated mask only. Pixels outside
+every face's (dilated) mask are returned bit-identical to the input.
+
+The running mode is fixed at construction, as in MediaPipe Tasks: `mode="image"` takes stills only
+(`process(frame)`), `mode="video"` takes timestamped frames only (`process(frame, timestamp_ms=t)`),
+and the default `mode="auto"` takes both: a call without a timestamp is a still, with one a video
+frame. `stream.factory.create_unmasker` decides between this CPU composition and the GPU one.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Callable
 
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, window_matrix
-from stream.alignment import Alignment, align_face, load_canonical_shape, transform_points
+from models.spec import HOLE_DILATE_PX, WEIGHTS_DIR
+from stream.alignment import align_face, load_canonical_shape
+from stream.analyser import LowerFaceAnalyser, ModelAnalyser
+from stream.compositing import FEATHER_PX, CpuCompositor, mask_to_frame
 from stream.errors import ModelError
+from stream.face_state import UNMASKED_FRACTION, TrackState, decide_covering, decide_gender, decide_landmarks
 from stream.reference import ReferenceFace, enrolment_quality
-from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, ModelReconstructor,
-                                frame_to_window, landmark_map_for)
-from stream.smoothing import LandmarkSmoother, MaskSmoother
-from stream.tracking import FaceTracker, RunningMode
+from stream.reconstruct import GenerativeReconstructor, TeleaReconstructor
+from stream.stages import (Analyser, Compositor, FaceAnalysis, FaceInput, FrameContext, FrameImage, FrameStore,
+                           InpaintJob, Tracker)
+from stream.tracking import FaceTracker, RunningMode, TrackedFace
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights"
-MASKED_FRACTION = 0.03   # share of the canonical crop a covering must fill to count as a mask
-UNMASKED_FRACTION = 0.015  # ... and below which a masked track counts as unmasked again (hysteresis)
+MODES = ("auto", "image", "video")
 ENROL_EVERY = 5           # enrol="auto": judge a track's unmasked view every N frames (sharpness costs ~0.3 ms)
 
 
@@ -54,55 +61,77 @@ class Face:
 
 @dataclass
 class Result:
-    image: np.ndarray                   # reconstructed BGR frame, same shape and dtype as the input
+    image: FrameImage                   # the reconstructed BGR frame, same shape and dtype as the input: an
+    # array on the CPU path; on the GPU path a device tensor (as_tensor=True) or a
+    # stream.stages.DeferredImage (defer_download=True; stream.stages.host_image waits for it)
     faces: list[Face]
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-class _TrackState:
-    def __init__(self, min_cutoff, beta, mask_alpha):
-        self.landmarks = LandmarkSmoother(min_cutoff, beta)
-        self.analyser_landmarks = LandmarkSmoother(min_cutoff, beta)
-        self.mask = MaskSmoother(alpha=mask_alpha)
-        self.gender = None
-        self.matrix = None
-        self.coverage = None      # EMA of the covered share of the crop
-        self.masked = False
-        self.enrolled = None      # ReferenceFace kept from this track's best unmasked view (enrol="auto")
-        self.frames = 0
+@dataclass
+class _FaceWork:
+    """One face on its way through a frame's stages."""
+
+    tracked: TrackedFace
+    input: FaceInput
+    state: TrackState | None
+    analysis: FaceAnalysis | None = None
 
 
 def models_available(preset: str = "fast") -> bool:
-    return (WEIGHTS / "analyser.onnx").exists() and (WEIGHTS / f"inpainter_{preset}.onnx").exists()
+    return (WEIGHTS_DIR / "analyser.onnx").exists() and (WEIGHTS_DIR / f"inpainter_{preset}.onnx").exists()
+
+
+def cpu_stages(method: str, backend: str = "auto", device: str | None = None, threads: int | None = None,
+               preset: str = "fast", dilate_px: int = HOLE_DILATE_PX,
+               feather_px: int = FEATHER_PX) -> tuple[Analyser, Compositor]:
+    """The analyser and compositor of the CPU (numpy / OpenCV) path for `method` "model" or "classical"."""
+    if method == "model":
+        if not models_available(preset):
+            raise ModelError(f"the shipped models are missing from {WEIGHTS_DIR} "
+                             f"(analyser.onnx, inpainter_{preset}.onnx); use --method classical")
+        analyser = ModelAnalyser.open(backend=backend, device=device, threads=threads)
+        reconstructor = GenerativeReconstructor.open(preset, backend=backend, device=device, threads=threads)
+    elif method == "classical":
+        analyser, reconstructor = LowerFaceAnalyser(), TeleaReconstructor()
+    else:
+        raise ValueError(f"unknown method {method!r}: use 'model', 'classical' or 'auto'")
+    return analyser, CpuCompositor(reconstructor, dilate_px, feather_px)
 
 
 class Unmasker:
-    """Reconstructs masked faces in frames. Not thread-safe: one instance per thread."""
+    """Reconstructs masked faces in frames. Not thread-safe: one instance per thread.
+
+    `analyser`, `compositor` and `make_tracker` (RunningMode -> Tracker) replace the CPU stages
+    (stream.gpu.GpuUnmasker passes its torch ones); `frames` is an optional per-frame store the
+    stages share (the GPU path's device copy of the frame), released after every frame.
+    """
 
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
                  max_faces: int = 1, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
-                 mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3,
-                 reference=None, enrol: str = "off", save_enrolled=None):
-        if method == "auto":
-            method = "model" if models_available(preset) else "classical"
-        if method == "model":
-            if not models_available(preset):
-                raise ModelError(f"the shipped models are missing from {WEIGHTS} "
-                                 f"(analyser.onnx, inpainter_{preset}.onnx); use --method classical")
-            self.reconstructor = ModelReconstructor(backend=backend, device=device, threads=threads,
-                                                    preset=preset)
-        elif method == "classical":
-            self.reconstructor = ClassicalReconstructor()
-        else:
-            raise ValueError(f"unknown method {method!r}: use 'model', 'classical' or 'auto'")
-        self.method = method
+                 mask_alpha: float = 0.5, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX,
+                 mode: str = "auto", *, analyser: Analyser | None = None, compositor: Compositor | None = None,
+                 make_tracker: Callable[[RunningMode], Tracker] | None = None,
+                 frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
+        if (analyser is None) != (compositor is None):
+            raise ValueError("pass both analyser and compositor, or neither")
+        if analyser is None:
+            if method == "auto":
+                method = "model" if models_available(preset) else "classical"
+            analyser, compositor = cpu_stages(method, backend, device, threads, preset, dilate_px, feather_px)
+        self.analyser, self.compositor = analyser, compositor
+        self.method = analyser.name
+        self.mode = mode
         self.max_faces = max_faces
         self.smoothing = smoothing
         self.min_cutoff, self.beta, self.mask_alpha = min_cutoff, beta, mask_alpha
-        self.dilate_px, self.feather_px = dilate_px, feather_px
-        self._trackers: dict[RunningMode, FaceTracker] = {}
-        self._states: dict[int, _TrackState] = {}
+        self._make_tracker = make_tracker or (lambda m: FaceTracker(m, max_faces=max_faces))
+        self._frames = frames
+        self._trackers: dict[RunningMode, Tracker] = {}
+        self._states: dict[int, TrackState] = {}
         self._last_ts: float | None = None
         self._canonical = load_canonical_shape()
         if enrol not in ("off", "auto"):
@@ -122,6 +151,8 @@ class Unmasker:
         track_id None: the main face (the largest in each frame); else that track only.
         Raises ValueError (one line) when the photo is unreadable or holds no face.
         """
+        if not getattr(self.compositor, "renders_references", False):
+            raise ValueError("the own-face path runs on the CPU path (this compositor cannot draw references)")
         self._references[track_id] = image_or_path if isinstance(image_or_path, ReferenceFace) \
             else ReferenceFace.from_image(image_or_path)
 
@@ -147,41 +178,36 @@ class Unmasker:
             paths.append(path)
         return paths
 
-    def _reference_for(self, track_id: int, main_track: int | None, st) -> ReferenceFace | None:
+    def _reference_for(self, track_id: int, main_track: int | None, state) -> ReferenceFace | None:
         if track_id in self._references:
             return self._references[track_id]
         if None in self._references and track_id == main_track:
             return self._references[None]
-        return st.enrolled if st is not None else None
+        return state.enrolled if state is not None else None
 
-    def _maybe_enrol(self, frame, st, landmarks, source: str) -> None:
+    def _maybe_enrol(self, frame, track_id: int, state: TrackState, landmarks, source: str) -> None:
         """Keep the sharpest frontal unmasked view of a track (checked every few frames: cheap)."""
-        st.frames += 1
-        if source != "mesh" or st.frames % ENROL_EVERY:
+        state.frames += 1
+        if source != "mesh" or state.frames % ENROL_EVERY:
             return
         quality = enrolment_quality(frame, landmarks)
-        if quality is not None and (st.enrolled is None or quality > st.enrolled.sharpness):
+        if quality is not None and (state.enrolled is None or quality > state.enrolled.sharpness):
             ref = ReferenceFace(frame, landmarks, "enrolled", quality)
             ref.image = None          # keep only the lower-face texture, not the frame
-            st.enrolled = ref
+            state.enrolled = ref
             if self.save_enrolled_dir is not None:
                 self.save_enrolled_dir.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(self.save_enrolled_dir / f"track_{self._track_of(st)}.png"), ref.texture)
-
-    def _track_of(self, state) -> int:
-        return next(k for k, v in self._states.items() if v is state)
+                cv2.imwrite(str(self.save_enrolled_dir / f"track_{track_id}.png"), ref.texture)
 
     @property
     def backend(self) -> str:
-        return getattr(self.reconstructor, "backend", "opencv")
+        return self.analyser.backend
 
-    def _tracker(self, mode: RunningMode) -> FaceTracker:
+    def tracker(self, mode: RunningMode) -> Tracker:
+        """The tracker of `mode` (made on first use)."""
         if mode not in self._trackers:
             self._trackers[mode] = self._make_tracker(mode)
         return self._trackers[mode]
-
-    def _make_tracker(self, mode: RunningMode) -> FaceTracker:
-        return FaceTracker(mode, max_faces=self.max_faces)
 
     def reset(self) -> None:
         """Forget all temporal state (tracks, filters, last timestamp)."""
@@ -193,8 +219,8 @@ class Unmasker:
 
     def close(self) -> None:
         self.reset()
-        if hasattr(self.reconstructor, "close"):
-            self.reconstructor.close()
+        self.analyser.close()
+        self.compositor.close()
 
     def __enter__(self):
         return self
@@ -203,215 +229,99 @@ class Unmasker:
         self.close()
 
     # -- the frame step ----------------------------------------------------------
-    def process(self, frame_bgr: np.ndarray, timestamp_ms: float | None = None) -> Result:
+    def process(self, frame_bgr: np.ndarray, timestamp_ms: float | None = None, *, as_tensor: bool = False) -> Result:
+        """One frame: a still without `timestamp_ms`, a video frame with it. `as_tensor` (GPU path only)
+        leaves the output image on the device."""
+        ctx = self._context(frame_bgr, timestamp_ms, as_tensor)
+        try:
+            t0 = time.perf_counter()
+            tracker = self.tracker(RunningMode.VIDEO if ctx.video else RunningMode.IMAGE)
+            tracked = tracker.process(frame_bgr)
+            t1 = time.perf_counter()
+            work = self._align(ctx, tracked, tracker)
+            t2 = time.perf_counter()
+            self._analyse(ctx, work)
+            t3 = time.perf_counter()
+            faces, jobs = self._decide(ctx, work)
+            t4 = time.perf_counter()
+            image, t_inpaint = self.compositor.composite(ctx, jobs)
+            t5 = time.perf_counter()
+        finally:
+            if self._frames is not None:
+                self._frames.release()
+        timings = {"track": (t1 - t0) * 1e3, "align": (t2 - t1) * 1e3, "analyse": (t3 - t2) * 1e3,
+                   "inpaint": t_inpaint, "composite": (t5 - t4) * 1e3 - t_inpaint}
+        return Result(image, faces, timings)
+
+    # -- the steps -----------------------------------------------------------------
+    def _context(self, frame_bgr, timestamp_ms, as_tensor) -> FrameContext:
         if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 \
                 or frame_bgr.dtype != np.uint8:
             raise ValueError("frame_bgr must be an H x W x 3 uint8 BGR array")
         video = timestamp_ms is not None
+        if self.mode == "image" and video:
+            raise ValueError("this Unmasker is in image mode: call process(frame) without a timestamp")
+        if self.mode == "video" and not video:
+            raise ValueError("this Unmasker is in video mode: call process(frame, timestamp_ms=t)")
         if video:
             if self._last_ts is not None and timestamp_ms <= self._last_ts:
                 raise ValueError(f"timestamps must increase: got {timestamp_ms} ms after {self._last_ts} ms")
             self._last_ts = float(timestamp_ms)
-        timings = {}
-        t0 = time.perf_counter()
-        tracker = self._tracker(RunningMode.VIDEO if video else RunningMode.IMAGE)
-        tracked = tracker.process(frame_bgr)
-        t1 = time.perf_counter()
-        timings["track"] = (t1 - t0) * 1e3
+        return FrameContext(frame_bgr, timestamp_ms, as_tensor)
 
-        if video:  # drop state of tracks that are gone; fresh state for new tracks
+    def _align(self, ctx: FrameContext, tracked: list[TrackedFace], tracker: Tracker) -> list[_FaceWork]:
+        """Each face's track state (video), its smoothed landmarks and its canonical alignment."""
+        if ctx.video:  # drop state of tracks that are gone; fresh state for new tracks
             alive = tracker.active_track_ids
             self._states = {k: v for k, v in self._states.items() if k in alive}
-        states, inputs = [], []
+        work = []
         for tf in tracked:
             st = None
             lm = tf.landmarks
-            if video:
+            if ctx.video:
                 st = self._states.get(tf.track_id)
                 if st is None or tf.is_new:
-                    st = self._states[tf.track_id] = _TrackState(self.min_cutoff, self.beta, self.mask_alpha)
+                    st = self._states[tf.track_id] = TrackState(self.min_cutoff, self.beta, self.mask_alpha)
                 if self.smoothing:
-                    lm = st.landmarks(lm, timestamp_ms / 1000.0)
-            states.append(st)
-            inputs.append(FaceInput(align_face(lm, self._canonical), lm))
-        t2 = time.perf_counter()
-        timings["align"] = (t2 - t1) * 1e3
+                    lm = st.landmarks(lm, ctx.timestamp_s)
+            work.append(_FaceWork(tf, FaceInput(align_face(lm, self._canonical), lm), st))
+        return work
 
-        analyses = self.reconstructor.analyse(frame_bgr, inputs)
-        # Faces found only by the detector have coarse landmarks: re-align them
-        # on the analyser's own landmark estimate and analyse once more.
-        redo = [i for i, tf in enumerate(tracked) if tf.source == "detector" and self.method == "model"]
+    def _analyse(self, ctx: FrameContext, work: list[_FaceWork]) -> None:
+        """All faces in one batch. Faces found only by the detector have coarse landmarks: they are
+        re-aligned on the analyser's own landmark estimate and analysed once more."""
+        for w, a in zip(work, self.analyser.analyse(ctx.image, [w.input for w in work])):
+            w.analysis = a
+        redo = [w for w in work if w.tracked.source == "detector" and self.analyser.learned]
         if redo:
-            for i in redo:
-                lm = inputs[i].alignment.to_frame(analyses[i].landmarks_crop)
-                inputs[i] = FaceInput(align_face(lm, self._canonical), lm)
-            again = self.reconstructor.analyse(frame_bgr, [inputs[i] for i in redo])
-            for i, a in zip(redo, again):
-                analyses[i] = a
-        t3 = time.perf_counter()
-        timings["analyse"] = (t3 - t2) * 1e3
+            for w in redo:
+                lm = w.input.alignment.to_frame(w.analysis.landmarks_crop)
+                w.input = FaceInput(align_face(lm, self._canonical), lm)
+            for w, a in zip(redo, self.analyser.analyse(ctx.image, [w.input for w in redo])):
+                w.analysis = a
 
+    def _decide(self, ctx: FrameContext, work: list[_FaceWork]) -> tuple[list[Face], list[InpaintJob]]:
+        """Each face's covering, landmarks and gender from its track state; a job for each masked one."""
         faces, jobs = [], []
-        h, w = frame_bgr.shape[:2]
-        main_track = max(tracked, key=lambda t: (t.box[2] - t.box[0]) * (t.box[3] - t.box[1])).track_id \
-            if tracked else None
-        for tf, inp, ana, st in zip(tracked, inputs, analyses, states):
-            prob = ana.mask_prob
-            if st is not None and self.smoothing:
-                if st.matrix is not None and _large_motion(st.matrix, inp.alignment.matrix):
-                    st.mask.reset()
-                st.matrix = inp.alignment.matrix
-                prob, mask_crop = st.mask(prob)
-            else:
-                mask_crop = prob > 0.5
-            coverage = float(mask_crop.mean())
-            if st is not None:
-                st.coverage = coverage if st.coverage is None else 0.7 * st.coverage + 0.3 * coverage
-                st.masked = st.coverage > (UNMASKED_FRACTION if st.masked else MASKED_FRACTION)
-                masked, coverage = st.masked, st.coverage
-            else:
-                masked = coverage > MASKED_FRACTION
-            # Landmarks: the tracker's where visible; where a covering hides
-            # them, the analyser's (trained for exactly that), cross-faded by
-            # how covered the face is so they never jump between the two.
-            lm = inp.landmarks.copy()
-            source = tf.source
-            if self.method == "model":
-                lm_analyser = inp.alignment.to_frame(ana.landmarks_crop)
-                if st is not None and self.smoothing:
-                    lm_analyser = st.analyser_landmarks(lm_analyser, timestamp_ms / 1000.0)
-                if tf.source == "detector":
-                    lm, source = lm_analyser, "analyser"
-                else:
-                    blend = float(np.clip((coverage - UNMASKED_FRACTION) / 0.05, 0.0, 1.0))
-                    lm[HIDDEN_REGION] = (1 - blend) * lm[HIDDEN_REGION] + blend * lm_analyser[HIDDEN_REGION]
-            gender_p = ana.gender_female
-            if st is not None and self.method == "model":   # gender is a property of the track
-                st.gender = gender_p if st.gender is None else 0.9 * st.gender + 0.1 * gender_p
-                gender_p = st.gender
-            if self.method == "model":
-                gender = "female" if gender_p >= 0.5 else "male"
-                gender_score = gender_p if gender_p >= 0.5 else 1 - gender_p
-            else:
-                gender, gender_score = "unknown", 0.0
-            full_mask = self._mask_to_frame(mask_crop, inp.alignment, (h, w))
-            if self.enrol == "auto" and st is not None and not masked and coverage < UNMASKED_FRACTION:
-                self._maybe_enrol(frame_bgr, st, inp.landmarks, tf.source)
-            reference = self._reference_for(tf.track_id, main_track, st) if masked else None
-            faces.append(Face(tf.box, lm.astype(np.float32), tf.track_id, full_mask, bool(masked),
-                              gender, float(gender_score), source,
-                              ("reference" if reference.source == "photo" else "enrolled") if reference
-                              else ("generative" if masked else None)))
-            if masked:
+        learned = self.analyser.learned
+        boxes = {w.tracked.track_id: (w.tracked.box[2] - w.tracked.box[0]) * (w.tracked.box[3] - w.tracked.box[1])
+                 for w in work}
+        main_track = max(boxes, key=boxes.get) if boxes else None
+        for w in work:
+            cov = decide_covering(w.state, w.analysis, w.input, self.smoothing)
+            lm, source = decide_landmarks(w.state, w.analysis, w.input, w.tracked.source, cov.coverage, learned,
+                                          self.smoothing, ctx.timestamp_s)
+            gender_p, gender, gender_score = decide_gender(w.state, w.analysis, learned)
+            full_mask = mask_to_frame(cov.mask_crop, w.input.alignment, ctx.image.shape[:2])
+            if self.enrol == "auto" and w.state is not None and not cov.masked and cov.coverage < UNMASKED_FRACTION:
+                self._maybe_enrol(ctx.image, w.tracked.track_id, w.state, w.input.landmarks, w.tracked.source)
+            reference = self._reference_for(w.tracked.track_id, main_track, w.state) if cov.masked else None
+            drawn_by = (("reference" if reference.source == "photo" else "enrolled") if reference
+                        else ("generative" if cov.masked else None))
+            faces.append(Face(w.tracked.box, lm.astype(np.float32), w.tracked.track_id, full_mask, bool(cov.masked),
+                              gender, float(gender_score), source, drawn_by))
+            if cov.masked:
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
-                guide = FaceOutput(ana.mask_prob, ana.gender_female, inp.alignment.to_crop(lm))
-                jobs.append((inp, guide, mask_crop, gender_p, reference))
-        t4 = time.perf_counter()
-        if jobs:
-            out, t_inpaint = self._inpaint_and_blend(frame_bgr, jobs)
-            timings["inpaint"] = t_inpaint
-        else:
-            out = frame_bgr.copy()
-        t5 = time.perf_counter()
-        timings["composite"] = (t5 - t4) * 1e3 - timings.get("inpaint", 0.0)
-        timings.setdefault("inpaint", 0.0)
-        return Result(out, faces, timings)
-
-    # -- helpers -----------------------------------------------------------------
-    @staticmethod
-    def _mask_to_frame(mask_crop: np.ndarray, alignment: Alignment, shape) -> np.ndarray:
-        """The crop-space mask in frame pixels; only the face's region is warped (cheap at 4K)."""
-        s = mask_crop.shape[0]
-        m = alignment.matrix * (s / alignment.size)          # frame -> mask crop
-        full = np.zeros(shape[:2], np.uint8)
-        x0, y0, x1, y1 = _crop_bounds(cv2.invertAffineTransform(m), s, shape)
-        if x1 <= x0 or y1 <= y0:
-            return full
-        shifted = m.copy()
-        shifted[:, 2] += m[:, :2] @ [x0, y0]                 # ROI pixel -> mask crop
-        roi = cv2.warpAffine(mask_crop.astype(np.uint8) * 255, shifted, (x1 - x0, y1 - y0),
-                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        full[y0:y1, x0:x1] = np.where(roi >= 128, 255, 0)
-        return full
-
-    def _inpaint_and_blend(self, frame, jobs):
-        size = self.reconstructor.window_size
-        s_an = ANALYSER["input_size"]
-        # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop); the same for every face
-        wm = window_matrix(size).copy()
-        wm[:, :2] *= CANONICAL_SIZE / s_an
-        windows, holes, maps, genders, mats = [], [], [], [], []
-        for inp, ana, mask_crop, gender_p, _ in jobs:
-            m = frame_to_window(inp.alignment, size)
-            windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_REPLICATE))
-            hole = cv2.warpAffine(mask_crop.astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
-            k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
-            hole = cv2.dilate((hole > 0.5).astype(np.uint8), np.ones((k, k), np.uint8)).astype(np.float32)
-            holes.append(hole)
-            maps.append(landmark_map_for(ana.landmarks_crop, size))
-            genders.append(gender_p)
-            mats.append(m)
-        t = time.perf_counter()
-        redrawn = self.reconstructor.inpaint(np.stack(windows), np.stack(holes), np.stack(maps),
-                                             np.array(genders, np.float32))
-        # The own-face path replaces the generated face wherever the reference has texture.
-        for i, job in enumerate(jobs):
-            reference = job[4]
-            if reference is not None:
-                points = transform_points(job[1].landmarks_crop, window_matrix(size))
-                redrawn[i], _ = reference.render(points, windows[i], holes[i], redrawn[i])
-        t_inpaint = (time.perf_counter() - t) * 1e3
-        out = frame.copy()
-        h, w = frame.shape[:2]
-        for m, hole, pred in zip(mats, holes, redrawn):
-            # Feather inside the dilated hole only: alpha is exactly 0 outside it.
-            fk = 2 * self.feather_px + 1
-            alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
-            # Only the part of the window the feathered hole touches is warped and blended.
-            ys, xs = np.nonzero(alpha > 0)
-            if len(xs) == 0:
-                continue
-            inv = cv2.invertAffineTransform(m)
-            x0, y0, x1, y1 = _crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
-                                          margin=1)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            roi_m = inv.copy()
-            roi_m[:, 2] -= [x0, y0]
-            a = cv2.warpAffine(alpha, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-            roi = out[y0:y1, x0:x1]
-            blended = cv2.blendLinear(p, roi, a, 1.0 - a)
-            # Where alpha is 0 the frame keeps its exact pixels (no rounding drift).
-            np.copyto(roi, blended, where=(a > 0)[..., None])
-        return out, t_inpaint
-
-
-def _crop_bounds(crop_to_frame: np.ndarray, size: int, shape, rect=None,
-                margin: int = 0) -> tuple[int, int, int, int]:
-    """Frame-pixel bounding box (clipped to the frame) of a crop region mapped by `crop_to_frame`.
-
-    The region is the whole `size` x `size` crop, or `rect` = (x0, y0, x1, y1) inside it,
-    grown by `margin` frame pixels.
-    """
-    x0, y0, x1, y1 = rect if rect is not None else (0, 0, size, size)
-    pts = transform_points(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64), crop_to_frame)
-    fx0, fy0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin, 0)
-    fx1, fy1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin, [shape[1], shape[0]])
-    return int(fx0), int(fy0), int(fx1), int(fy1)
-
-
-def _large_motion(prev: np.ndarray, cur: np.ndarray) -> bool:
-    """True when the face jumped (scale change > 25 % or shift > 15 % of the crop)."""
-    s_prev = np.sqrt(abs(np.linalg.det(prev[:, :2])))
-    s_cur = np.sqrt(abs(np.linalg.det(cur[:, :2])))
-    if not 0.8 < s_cur / s_prev < 1.25:
-        return True
-    # Where the previous crop centre lands in the current crop.
-    c_frame = cv2.invertAffineTransform(prev) @ np.array([CANONICAL_SIZE / 2, CANONICAL_SIZE / 2, 1])
-    c_now = cur[:, :2] @ c_frame + cur[:, 2]
-    return bool(np.linalg.norm(c_now - CANONICAL_SIZE / 2) > 0.15 * CANONICAL_SIZE)
+                jobs.append(InpaintJob(w.input.alignment, cov.mask_crop, w.input.alignment.to_crop(lm), gender_p,
+                                       reference))
+        return faces, jobs

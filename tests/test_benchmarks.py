@@ -440,3 +440,20 @@ def test_before_after_figure_from_the_shipped_weights(tmp_path):
     from PIL import Image
     title = Image.open(tmp_path / "before_after.png").info["Title"]
     assert time.strftime("%Y-%m-%d") in title and "inpainter_fast" in title
+
+
+def test_output_hashes_tell_identical_from_different_frames():
+    from benchmarks.output_hashes import compare, frame_record
+    from stream.unmasker import Face, Result
+
+    img = np.zeros((4, 4, 3), np.uint8)
+    face = Face((0, 0, 2, 2), np.zeros((468, 2), np.float32), 0, np.zeros((4, 4), np.uint8), True, "male", 0.75)
+    a = frame_record(Result(img, [face]))
+    assert a == frame_record(Result(img.copy(), [face]))
+    img2 = img.copy()
+    img2[0, 0, 0] = 1
+    face2 = Face(**{**face.__dict__, "gender_score": 0.7500001})
+    assert compare({"c": [a]}, {"c": [a]}) == []
+    assert compare({"c": [a]}, {"c": [frame_record(Result(img2, [face]))]}) == ["c frame 0: image differ"]
+    assert compare({"c": [a]}, {"c": [frame_record(Result(img, [face2]))]}) == ["c frame 0: faces differ"]
+    assert compare({"c": [a, a]}, {"c": [a]}) == ["c: 2 frames in the reference, 1 now"]

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engines import BackendUnavailable, InputMismatch, UnknownBackend, create_runner
-from engines.base import ModelError, parse_contract
+from engines.base import ModelError
 from engines.cache import EngineCache, EngineKey, file_sha256, profile_for
 from engines.onnxruntime_runner import OnnxRuntimeRunner, default_threads
 from engines.select import Capabilities, choose_backend, probe
@@ -253,7 +253,6 @@ def test_specs_follow_the_contract(models):
         assert [(s.name, s.shape) for s in r.output_specs] == [("output", (None, 3, 128, 128))]
     with OnnxRuntimeRunner(models["analyser"]) as r:  # ORT reports symbolic Resize dims; the contract fills them
         assert [s.shape for s in r.output_specs] == [(None, 1, 128, 128), (None,), (None, 468, 2)]
-    assert parse_contract("N,468,2 mediapipe points") == (None, 468, 2)
 
 
 @pytest.mark.parametrize("runner_cls", [OnnxRuntimeRunner, TorchRunner])

@@ -16,14 +16,17 @@ import pytest
 
 from models.spec import ANALYSER, CANONICAL_SIZE
 from stream.alignment import Alignment, align_face, load_canonical_shape
-from stream.reconstruct import FaceInput, FaceOutput, ModelReconstructor
+from stream.analyser import ModelAnalyser
+from stream.compositing import CpuCompositor
+from stream.reconstruct import GenerativeReconstructor
+from stream.stages import DeferredImage, FaceInput, InpaintJob
 from stream.unmasker import Unmasker
 from tests.faces import astronaut_landmarks, masked_astronaut, side_by_side
 
 torch = pytest.importorskip("torch")   # the inference install has no torch
 
-from stream.gpu import (GpuUnmasker, InpaintJob, TorchFrameReconstructor, make_gpu_unmasker,  # noqa: E402
-                        warp_affine)
+from stream.factory import create_unmasker  # noqa: E402
+from stream.gpu import GpuUnmasker, TorchFrameReconstructor, warp_affine  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device visible to torch (torch.cuda.is_available() is False)")
@@ -68,6 +71,8 @@ def cpu_gpu_unmasker(weights_dir):
 class _ModuleRunner:
     """An engines Runner's run() around a torch module (the reference path's networks)."""
 
+    name = "torch"
+
     def __init__(self, net, inputs, outputs):
         self.net, self.inputs, self.outputs = net, inputs, outputs
 
@@ -83,14 +88,12 @@ class _ModuleRunner:
 
 @pytest.fixture(scope="module")
 def reference(cpu_gpu_unmasker):
-    """The numpy / OpenCV Unmasker around the very same torch modules."""
+    """The numpy / OpenCV Unmasker (CPU stages) around the very same torch modules."""
     gpu = cpu_gpu_unmasker.gpu
-    rec = ModelReconstructor.__new__(ModelReconstructor)
-    rec.analyser = _ModuleRunner(gpu.analyser, ["image"], ["mask_logits", "gender_logit", "landmarks"])
-    rec.inpainter = _ModuleRunner(gpu.inpainter, ["image", "hole", "landmark_map", "gender"], ["output"])
-    rec.window_size, rec.backend = gpu.window_size, "torch"
-    with Unmasker(method="classical") as um:
-        um.reconstructor, um.method = rec, "model"
+    analyser = ModelAnalyser(_ModuleRunner(gpu.analyser, ["image"], ["mask_logits", "gender_logit", "landmarks"]))
+    inpainter = _ModuleRunner(gpu.inpainter, ["image", "hole", "landmark_map", "gender"], ["output"])
+    compositor = CpuCompositor(GenerativeReconstructor(inpainter, gpu.window_size))
+    with Unmasker(analyser=analyser, compositor=compositor) as um:
         yield um
 
 
@@ -116,7 +119,7 @@ def _gt_jobs(img, gt, alignments, gender=0.3):
     for al in alignments:
         mask = cv2.warpAffine(gt, al.matrix * (s / al.size), (s, s), flags=cv2.INTER_LINEAR) > 127
         lm_crop = al.to_crop(astronaut_landmarks()) if al is alignments[0] else canonical
-        jobs.append((FaceInput(al, None), FaceOutput(mask.astype(np.float32), gender, lm_crop), mask, gender))
+        jobs.append(InpaintJob(al, mask, lm_crop, gender))
     return jobs
 
 
@@ -229,8 +232,8 @@ def test_analysis_matches_the_numpy_path(cpu_gpu_unmasker, reference):
         m[:, 2] += rng.uniform(-60, 60, 2)
         faces.append(FaceInput(Alignment(m), lm))
     faces[-1].alignment.matrix[:, 2] += (200, 0)
-    ref = reference.reconstructor.analyse(img, faces)
-    got = cpu_gpu_unmasker.reconstructor.analyse(img, faces)
+    ref = reference.analyser.analyse(img, faces)
+    got = cpu_gpu_unmasker.analyser.analyse(img, faces)
     for r, g in zip(ref, got):
         dp = np.abs(r.mask_prob - g.mask_prob)
         flips = ((r.mask_prob > 0.5) != (g.mask_prob > 0.5)).mean()
@@ -256,14 +259,13 @@ def test_inpaint_and_blend_matches_the_numpy_path_for_the_same_jobs(cpu_gpu_unma
     a3.matrix[:, 2] -= a3.matrix[:, :2] @ [-130, 250]                          # past the bottom-left
     alignments = [a1, a2, a3]
     jobs = _gt_jobs(img, gt, alignments)
-    jobs[2] = (jobs[2][0], jobs[2][1], jobs[1][2], 0.8)                        # a3: a1's covering shape
-    ref, _ = reference._inpaint_and_blend(img, jobs)
+    jobs[2] = InpaintJob(jobs[2].alignment, jobs[1].mask, jobs[2].landmarks_crop, 0.8)   # a3: a1's covering shape
+    ref, _ = reference.compositor.inpaint_and_blend(img, jobs)
     gpu = cpu_gpu_unmasker.gpu
     frame = gpu.upload(img)
-    out = gpu.download(gpu.inpaint_and_blend(frame, [InpaintJob(j[0].alignment, j[2], j[1].landmarks_crop, j[3])
-                                                     for j in jobs]))
+    out = gpu.download(gpu.inpaint_and_blend(frame, jobs))
     np.testing.assert_array_equal(gpu.download(frame), img)                    # not in place by default
-    support = _support(img.shape, alignments, [j[2] for j in jobs])
+    support = _support(img.shape, alignments, [j.mask for j in jobs])
     changed_gpu, changed_ref = (out != img).any(2), (ref != img).any(2)
     assert changed_gpu.sum() > 5000 and changed_ref.sum() > 5000
     # Outside the blend region every pixel is bit-identical to the input, on both paths.
@@ -337,9 +339,10 @@ def test_as_tensor_and_faceless_frames(cpu_gpu_unmasker):
     assert torch.equal(cpu_gpu_unmasker.process(blank, as_tensor=True).image, torch.from_numpy(blank))
 
 
-def test_make_gpu_unmasker_falls_back_to_the_plain_unmasker_off_cuda(weights_dir):
-    um = make_gpu_unmasker(device="cpu", method="classical", weights_dir=weights_dir, precision="fp16")
-    assert type(um) is Unmasker
+def test_the_factory_gives_the_plain_unmasker_off_cuda(weights_dir):
+    um = create_unmasker(device="cpu", method="classical", weights_dir=weights_dir, precision="fp16")
+    assert type(um) is Unmasker and um.method == "classical"
+    um.close()
     with pytest.raises(ValueError):
         GpuUnmasker(device="cpu", method="classical", weights_dir=weights_dir)
 
@@ -379,19 +382,18 @@ def test_cuda_crop_matches_cv2_and_transfers_round_trip(cuda_unmasker):
 def test_cuda_fp16_matches_the_cpu_path(cuda_unmasker, cpu_gpu_unmasker, reference):
     img, gt = masked_astronaut()
     faces = [FaceInput(align_face(astronaut_landmarks()), astronaut_landmarks())]
-    for r, g in zip(cpu_gpu_unmasker.reconstructor.analyse(img, faces),
-                    cuda_unmasker.reconstructor.analyse(img, faces)):
+    for r, g in zip(cpu_gpu_unmasker.analyser.analyse(img, faces),
+                    cuda_unmasker.analyser.analyse(img, faces)):
         assert np.abs(r.mask_prob - g.mask_prob).mean() < 0.02
         assert abs(r.gender_female - g.gender_female) < 0.03
         assert np.abs(r.landmarks_crop - g.landmarks_crop).max() < 2.0
     jobs = _gt_jobs(img, gt, [faces[0].alignment])
-    ijobs = [InpaintJob(j[0].alignment, j[2], j[1].landmarks_crop, j[3]) for j in jobs]
     cpu = cpu_gpu_unmasker.gpu
-    want = cpu.download(cpu.inpaint_and_blend(cpu.upload(img), ijobs))
+    want = cpu.download(cpu.inpaint_and_blend(cpu.upload(img), jobs))
     dev = cuda_unmasker.gpu
-    got = dev.download(dev.inpaint_and_blend(dev.upload(img), ijobs))
-    ref, _ = reference._inpaint_and_blend(img, jobs)
-    support = _support(img.shape, [faces[0].alignment], [jobs[0][2]])
+    got = dev.download(dev.inpaint_and_blend(dev.upload(img), jobs))
+    ref, _ = reference.compositor.inpaint_and_blend(img, jobs)
+    support = _support(img.shape, [faces[0].alignment], [jobs[0].mask])
     assert not ((got != img).any(2) & ~support).any()
     for other in (want, ref):
         d = np.abs(got.astype(int) - other.astype(int)).max(2)
@@ -424,6 +426,7 @@ def test_pending_frame_on_the_cpu_is_a_plain_copy():
     p = PendingFrame(t, None)
     t.zero_()                                         # the pending result no longer depends on it
     assert p.shape == (2, 4, 3) and p.result()[1, 3, 2] == 23
+    assert isinstance(p, DeferredImage) and not isinstance(t, DeferredImage)   # what the pipeline waits for
 
 
 @pytest.mark.gpu
@@ -438,6 +441,7 @@ def test_deferred_download_gives_the_same_frames(cuda_unmasker, weights_dir):
         pending = [deferred.process(f, timestamp_ms=40 * i) for i, f in enumerate(frames)]   # all in flight
         want = [cuda_unmasker.process(f, timestamp_ms=40 * i).image for i, f in enumerate(frames)]
     assert any(isinstance(r.image, PendingFrame) for r in pending)
+    assert all(isinstance(r.image, DeferredImage) for r in pending if isinstance(r.image, PendingFrame))
     for r, w in zip(pending, want):
         got = r.image.result() if isinstance(r.image, PendingFrame) else r.image
         np.testing.assert_array_equal(got, w)

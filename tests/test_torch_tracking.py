@@ -207,7 +207,7 @@ def test_gpu_unmasker_tracks_on_the_device_by_default(tmp_path):
 
     img = masked_astronaut()[0]
     with GpuUnmasker(device="cpu") as um, GpuUnmasker(device="cpu", tracker="mediapipe") as ref:
-        assert type(um._tracker(RunningMode.IMAGE)) is TorchFaceTracker
+        assert type(um.tracker(RunningMode.IMAGE)) is TorchFaceTracker
         got, want = um.process(img), ref.process(img)
         assert len(got.faces) == len(want.faces) == 1
         assert got.faces[0].masked == want.faces[0].masked
@@ -301,12 +301,12 @@ def test_face_models_export_to_onnx_and_run_in_the_runners(tmp_path):
 
 def test_export_without_mediapipe_models_is_one_clear_error(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnx")
-    import stream.torch_tracking as tt
+    import models.face_nets as face_nets
     from export.onnx import main as export_main
 
     def missing(name, model_dir=None):
         raise ModelError(f"mediapipe's {name} was not found: install mediapipe==0.10.21")
-    monkeypatch.setattr(tt, "mediapipe_model_path", missing)
+    monkeypatch.setattr(face_nets, "mediapipe_model_path", missing)
     assert export_main(["--models", "face_mesh", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: mediapipe's")

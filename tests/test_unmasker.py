@@ -190,3 +190,58 @@ def test_classical_baseline_is_labelled_and_confined_to_the_lower_face():
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError):
         Unmasker(method="magic")
+
+
+def test_running_mode_is_fixed_at_construction():
+    img, _ = masked_astronaut()
+    with Unmasker(method="classical", mode="image") as u:
+        assert len(u.process(img).faces) == 1
+        with pytest.raises(ValueError, match="image mode"):
+            u.process(img, timestamp_ms=0)
+    with Unmasker(method="classical", mode="video") as u:
+        assert len(u.process(img, timestamp_ms=0).faces) == 1
+        with pytest.raises(ValueError, match="video mode"):
+            u.process(img)
+    with pytest.raises(ValueError):
+        Unmasker(method="classical", mode="stream")
+
+
+def test_the_cpu_path_returns_arrays_only():
+    img, _ = masked_astronaut()
+    with Unmasker(method="classical") as u:
+        with pytest.raises(ValueError, match="as_tensor"):
+            u.process(img, as_tensor=True)
+
+
+def test_stages_can_be_composed_and_are_called_through_their_interfaces():
+    """A stage is replaced by passing it in: here a reconstructor that paints the hole flat grey."""
+    from stream.analyser import LowerFaceAnalyser
+    from stream.compositing import CpuCompositor
+
+    class Grey:
+        name, window_size = "grey", 128
+
+        def inpaint(self, windows, holes, landmark_maps, genders):
+            out = windows.copy()
+            out[holes > 0.5] = 128
+            return out
+
+        def close(self):
+            pass
+
+    img, _ = masked_astronaut()
+    with Unmasker(analyser=LowerFaceAnalyser(), compositor=CpuCompositor(Grey())) as u:
+        assert u.method == "classical" and u.backend == "opencv" and isinstance(u.compositor.reconstructor, Grey)
+        res = u.process(img)
+    f = res.faces[0]
+    assert f.masked
+    inner = (f.mask > 0) & (cv2_erode(f.mask, 15) > 0)       # well inside the blended hole
+    assert inner.sum() > 1000 and (res.image[inner] == 128).all()
+    assert outside(f.mask, res.image, img) == 0
+    with pytest.raises(ValueError):
+        Unmasker(analyser=LowerFaceAnalyser())
+
+
+def cv2_erode(mask, k):
+    import cv2
+    return cv2.erode(mask, np.ones((k, k), np.uint8))

@@ -32,9 +32,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
+from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, decode_analyser, window_matrix
 from training.data.dataset import CACHE, FaceCache, RealSegCache, SampleMaker
-from stream.unmasker import MASKED_FRACTION
+from stream.face_state import MASKED_FRACTION
 from training.metrics import (balanced_accuracy, iou_dice, nme, psnr, ssim_gray, _tile)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,7 @@ class Models:
     def analyse(self, images: list[np.ndarray]):
         x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255
         r = self.analyser.run({"image": x})
-        return (1 / (1 + np.exp(-r["mask_logits"][:, 0])), 1 / (1 + np.exp(-r["gender_logit"].reshape(-1))),
-                r["landmarks"])
+        return decode_analyser(r["mask_logits"], r["gender_logit"], r["landmarks"], landmark_scale=1)
 
     def inpaint(self, images, holes, maps, genders):
         r = self.inpainter.run({

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from models.networks import Analyser, Inpainter, PatchDiscriminator
-from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
+from models.spec import (ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, WEIGHTS_DIR, draw_landmark_map,
+                         load_canonical_face)
 from training.data.dataset import FaceCache, RealSegCache, SampleMaker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ class AnalyserTrainer(Trainer):
     def __init__(self, args):
         super().__init__(args)
         self.model = Analyser().to(self.device)
-        canon = np.load(ROOT / "models" / "canonical_face_256.npy") / CANONICAL_SIZE
+        canon = load_canonical_face() / CANONICAL_SIZE
         with torch.no_grad():  # start the landmark head at the mean face
             self.model.landmarks.bias.copy_(torch.from_numpy(canon.reshape(-1)).float())
             self.model.landmarks.weight.mul_(0.1)
@@ -391,7 +392,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset-weights", nargs="*", default=[], metavar="DATASET=W",
                     help="sample faces of these datasets W times as often (e.g. utkface_extra=2)")
     ap.add_argument("--gender-weight", type=float, default=0.5, help="analyser: weight of the gender loss")
-    ap.add_argument("--export-dir", type=Path, default=ROOT / "models" / "weights",
+    ap.add_argument("--export-dir", type=Path, default=WEIGHTS_DIR,
                     help="where improved weights are exported (default: the shipped weights folder; "
                          "give a candidates folder to promote them only after training.evaluate --real)")
     ap.add_argument("--init-from", type=Path, help="warm start from a checkpoint (matching weights only)")

@@ -12,7 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, window_matrix
+from models.spec import (ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, TRAINING_HOLE_DILATE_PX, dilate_hole,
+                         load_canonical_face, window_matrix)
 from training.data.synth import MaskSynthesizer, augment, estimate_yaw
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,8 +153,8 @@ class SampleMaker:
                              borderMode=cv2.BORDER_REFLECT)
         lm_w = lm @ m[:, :2].T + m[:, 2]
         masked, alpha, kind = self.synth(win, lm_w, rng, kind=kind)
-        # The hole: the covering, dilated like the stream does before redrawing.
-        hole = cv2.dilate((alpha > 0.5).astype(np.uint8), np.ones((5, 5), np.uint8))
+        # The hole: the covering, grown by the hole rule (with training's margin: models.spec).
+        hole = dilate_hole((alpha > 0.5).astype(np.uint8), size, TRAINING_HOLE_DILATE_PX)
         target = win
         if self.train and rng.random() < 0.5:  # photometric only; same on input and target
             gain = rng.uniform(0.6, 1.2) * rng.uniform(0.93, 1.07, 3)
@@ -172,7 +173,7 @@ _MIRROR = None
 def mirror_index() -> np.ndarray:
     global _MIRROR
     if _MIRROR is None:
-        canon = np.load(ROOT / "models" / "canonical_face_256.npy")
+        canon = load_canonical_face()
         flipped = canon.copy()
         flipped[:, 0] = CANONICAL_SIZE - flipped[:, 0]
         d = ((canon[:, None] - flipped[None]) ** 2).sum(-1)

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from models.spec import CANONICAL_FACE_PATH
 from stream.alignment import CANONICAL_SIZE, UPPER_FACE, ffhq_similarity, fit_similarity, transform_points
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     found = [it for it in items if it["key"] in raw]
     print(f"face mesh found {len(found)}/{len(items)} faces", file=sys.stderr)
 
-    canonical_path = ROOT / "models" / "canonical_face_256.npy"
+    canonical_path = CANONICAL_FACE_PATH
     if not canonical_path.exists():
         aligned = [transform_points(raw[it["key"]], ffhq_similarity(raw[it["key"]]))
                    for it in found if it["dataset"] != "utkface" or it["age"] >= 13]

@@ -1,0 +1,126 @@
+"""The compositor stage on the CPU (numpy / OpenCV): cut each masked face's lower-face window out of
+the frame, build its hole (models.spec's hole rule) and guide map, have the reconstructor redraw all
+windows in one batch, and blend them back, feathered inside the dilated hole only: pixels outside it
+keep their exact values.
+
+The torch implementation of the same stage is `stream.gpu.TorchCompositor`.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, dilate_hole, window_matrix
+from stream.alignment import Alignment, transform_points
+from stream.reconstruct import frame_to_window, landmark_map_for
+from stream.stages import FrameContext, InpaintJob, Reconstructor
+
+FEATHER_PX = 3     # Gaussian feathering of the hole's edge: a (2 * 3 + 1) px kernel
+
+
+class CpuCompositor:
+    renders_references = True     # draws InpaintJob.reference (the own-face path) over the generated face
+
+    def __init__(self, reconstructor: Reconstructor, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX):
+        self.reconstructor = reconstructor
+        self.dilate_px, self.feather_px = dilate_px, feather_px
+
+    @property
+    def window_size(self) -> int:
+        return self.reconstructor.window_size
+
+    def composite(self, ctx: FrameContext, jobs: list[InpaintJob]) -> tuple[np.ndarray, float]:
+        if ctx.as_tensor:
+            raise ValueError("as_tensor needs the GPU path (stream.gpu.GpuUnmasker); this one returns arrays")
+        if not jobs:
+            return ctx.image.copy(), 0.0
+        return self.inpaint_and_blend(ctx.image, jobs)
+
+    def inpaint_and_blend(self, frame: np.ndarray, jobs: list[InpaintJob]) -> tuple[np.ndarray, float]:
+        size = self.window_size
+        s_an = ANALYSER["input_size"]
+        # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop); the same for every face
+        wm = window_matrix(size).copy()
+        wm[:, :2] *= CANONICAL_SIZE / s_an
+        windows, holes, maps, genders, mats = [], [], [], [], []
+        for job in jobs:
+            m = frame_to_window(job.alignment, size)
+            windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE))
+            hole = cv2.warpAffine(np.asarray(job.mask).astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
+            hole = dilate_hole((hole > 0.5).astype(np.uint8), size, self.dilate_px).astype(np.float32)
+            holes.append(hole)
+            maps.append(landmark_map_for(job.landmarks_crop, size))
+            genders.append(job.gender)
+            mats.append(m)
+        t = time.perf_counter()
+        redrawn = self.reconstructor.inpaint(np.stack(windows), np.stack(holes), np.stack(maps),
+                                             np.array(genders, np.float32))
+        # The own-face path replaces the generated face wherever the reference has texture.
+        for i, job in enumerate(jobs):
+            if job.reference is not None:
+                points = transform_points(job.landmarks_crop, window_matrix(size))
+                redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i])
+        t_inpaint = (time.perf_counter() - t) * 1e3
+        out = frame.copy()
+        h, w = frame.shape[:2]
+        for m, hole, pred in zip(mats, holes, redrawn):
+            # Feather inside the dilated hole only: alpha is exactly 0 outside it.
+            fk = 2 * self.feather_px + 1
+            alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
+            # Only the part of the window the feathered hole touches is warped and blended.
+            ys, xs = np.nonzero(alpha > 0)
+            if len(xs) == 0:
+                continue
+            inv = cv2.invertAffineTransform(m)
+            x0, y0, x1, y1 = crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+                                         margin=1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            roi_m = inv.copy()
+            roi_m[:, 2] -= [x0, y0]
+            a = cv2.warpAffine(alpha, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            roi = out[y0:y1, x0:x1]
+            blended = cv2.blendLinear(p, roi, a, 1.0 - a)
+            # Where alpha is 0 the frame keeps its exact pixels (no rounding drift).
+            np.copyto(roi, blended, where=(a > 0)[..., None])
+        return out, t_inpaint
+
+    def close(self) -> None:
+        self.reconstructor.close()
+
+
+def mask_to_frame(mask_crop: np.ndarray, alignment: Alignment, shape) -> np.ndarray:
+    """A crop-space mask in frame pixels (uint8 0/255); only the face's region is warped (cheap at 4K)."""
+    s = mask_crop.shape[0]
+    m = alignment.matrix * (s / alignment.size)          # frame -> mask crop
+    full = np.zeros(shape[:2], np.uint8)
+    x0, y0, x1, y1 = crop_bounds(cv2.invertAffineTransform(m), s, shape)
+    if x1 <= x0 or y1 <= y0:
+        return full
+    shifted = m.copy()
+    shifted[:, 2] += m[:, :2] @ [x0, y0]                 # ROI pixel -> mask crop
+    roi = cv2.warpAffine(mask_crop.astype(np.uint8) * 255, shifted, (x1 - x0, y1 - y0),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    full[y0:y1, x0:x1] = np.where(roi >= 128, 255, 0)
+    return full
+
+
+def crop_bounds(crop_to_frame: np.ndarray, size: int, shape, rect=None,
+                margin: int = 0) -> tuple[int, int, int, int]:
+    """Frame-pixel bounding box (clipped to the frame) of a crop region mapped by `crop_to_frame`.
+
+    The region is the whole `size` x `size` crop, or `rect` = (x0, y0, x1, y1) inside it,
+    grown by `margin` frame pixels.
+    """
+    x0, y0, x1, y1 = rect if rect is not None else (0, 0, size, size)
+    pts = transform_points(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64), crop_to_frame)
+    fx0, fy0 = np.maximum(np.floor(pts.min(0)).astype(int) - margin, 0)
+    fx1, fy1 = np.minimum(np.ceil(pts.max(0)).astype(int) + margin, [shape[1], shape[0]])
+    return int(fx0), int(fy0), int(fx1), int(fy1)

@@ -1,0 +1,115 @@
+"""What the Unmasker remembers about each tracked face, and the rules that turn one frame's analysis
+into a stable `Face`: the smoothed covering, masked or not, which landmarks, the gender.
+
+Stills (image mode) have no state: each frame is decided on its own (`state` is None below).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from models.spec import CANONICAL_SIZE, HIDDEN_REGION
+from stream.smoothing import LandmarkSmoother, MaskSmoother
+from stream.stages import FaceAnalysis, FaceInput
+
+# A face counts as masked when its covering fills this share of the canonical crop, and as unmasked
+# again only below the lower share (hysteresis: a face does not flicker between the two).
+MASKED_FRACTION = 0.03
+UNMASKED_FRACTION = 0.015
+# Weight of the new frame in the running covered share: about three frames of memory, so one noisy
+# frame neither switches a face to masked nor back.
+COVERAGE_EMA = 0.3
+# Gender is a property of the person, not of a frame: about ten frames of memory.
+GENDER_EMA = 0.1
+# Over this much coverage above UNMASKED_FRACTION the hidden landmarks cross-fade from the tracker's
+# to the analyser's (0 -> 1): they never jump from one to the other as a mask goes on.
+LANDMARK_BLEND_RAMP = 0.05
+# A still image's covering: the probability threshold (video uses MaskSmoother's hysteresis).
+MASK_THRESHOLD = 0.5
+# The face jumped (a cut, a re-detection elsewhere): the mask's EMA starts again rather than smear.
+LARGE_MOTION_SCALE = (0.8, 1.25)      # crop scale ratio outside this range
+LARGE_MOTION_SHIFT = 0.15             # or the crop centre moved more than this share of the crop
+
+
+class TrackState:
+    """One track's filters and running values."""
+
+    def __init__(self, min_cutoff: float, beta: float, mask_alpha: float):
+        self.landmarks = LandmarkSmoother(min_cutoff, beta)
+        self.analyser_landmarks = LandmarkSmoother(min_cutoff, beta)
+        self.mask = MaskSmoother(alpha=mask_alpha)
+        self.gender: float | None = None
+        self.matrix: np.ndarray | None = None
+        self.coverage: float | None = None      # running covered share of the crop
+        self.masked = False
+        self.enrolled = None      # stream.reference.ReferenceFace: this track's best unmasked view (enrol="auto")
+        self.frames = 0
+
+
+@dataclass
+class Covering:
+    mask_crop: np.ndarray     # (s, s) bool in the analyser crop
+    masked: bool
+    coverage: float           # covered share of the crop (running, in video)
+
+
+def decide_covering(state: TrackState | None, analysis: FaceAnalysis, face: FaceInput, smooth: bool) -> Covering:
+    prob = analysis.mask_prob
+    if state is not None and smooth:
+        if state.matrix is not None and large_motion(state.matrix, face.alignment.matrix):
+            state.mask.reset()
+        state.matrix = face.alignment.matrix
+        prob, mask_crop = state.mask(prob)
+    else:
+        mask_crop = prob > MASK_THRESHOLD
+    coverage = float(mask_crop.mean())
+    if state is None:
+        return Covering(mask_crop, coverage > MASKED_FRACTION, coverage)
+    state.coverage = coverage if state.coverage is None else \
+        (1 - COVERAGE_EMA) * state.coverage + COVERAGE_EMA * coverage
+    state.masked = state.coverage > (UNMASKED_FRACTION if state.masked else MASKED_FRACTION)
+    return Covering(mask_crop, state.masked, state.coverage)
+
+
+def decide_landmarks(state: TrackState | None, analysis: FaceAnalysis, face: FaceInput, source: str,
+                     coverage: float, learned: bool, smooth: bool, timestamp_s: float | None):
+    """(468, 2) frame landmarks and where they came from: the tracker's where visible; where a
+    covering hides them the analyser's (trained for exactly that), cross-faded by the coverage. A face
+    found by the detector alone has only a coarse fit: the analyser's landmarks replace it."""
+    lm = face.landmarks.copy()
+    if not learned:
+        return lm, source
+    lm_analyser = face.alignment.to_frame(analysis.landmarks_crop)
+    if state is not None and smooth:
+        lm_analyser = state.analyser_landmarks(lm_analyser, timestamp_s)
+    if source == "detector":
+        return lm_analyser, "analyser"
+    blend = float(np.clip((coverage - UNMASKED_FRACTION) / LANDMARK_BLEND_RAMP, 0.0, 1.0))
+    lm[HIDDEN_REGION] = (1 - blend) * lm[HIDDEN_REGION] + blend * lm_analyser[HIDDEN_REGION]
+    return lm, source
+
+
+def decide_gender(state: TrackState | None, analysis: FaceAnalysis, learned: bool) -> tuple[float, str, float]:
+    """(P(female) the inpainter is given, label, probability of the label)."""
+    p = analysis.gender_female
+    if not learned:
+        return p, "unknown", 0.0
+    if state is not None:
+        state.gender = p if state.gender is None else (1 - GENDER_EMA) * state.gender + GENDER_EMA * p
+        p = state.gender
+    return p, ("female" if p >= 0.5 else "male"), (p if p >= 0.5 else 1 - p)
+
+
+def large_motion(prev: np.ndarray, cur: np.ndarray) -> bool:
+    """True when the face jumped (see LARGE_MOTION_SCALE / LARGE_MOTION_SHIFT)."""
+    s_prev = np.sqrt(abs(np.linalg.det(prev[:, :2])))
+    s_cur = np.sqrt(abs(np.linalg.det(cur[:, :2])))
+    lo, hi = LARGE_MOTION_SCALE
+    if not lo < s_cur / s_prev < hi:
+        return True
+    # Where the previous crop centre lands in the current crop.
+    c_frame = cv2.invertAffineTransform(prev) @ np.array([CANONICAL_SIZE / 2, CANONICAL_SIZE / 2, 1])
+    c_now = cur[:, :2] @ c_frame + cur[:, 2]
+    return bool(np.linalg.norm(c_now - CANONICAL_SIZE / 2) > LARGE_MOTION_SHIFT * CANONICAL_SIZE)
