@@ -269,7 +269,7 @@ def test_server_killed_and_restarted_mid_stream(server):
         time.sleep(0.05)
     assert resumed is not None, "reconstruction never resumed after the restart"
     assert any(f.masked for f in resumed.faces) and psnr(resumed.image, f) < 40
-    runners = [um.unmasker.reconstructor.analyser, um.unmasker.reconstructor.inpainter]
+    runners = [um.unmasker.analyser.runner, um.unmasker.compositor.reconstructor.runner]
     assert all(isinstance(r, TritonRunner) for r in runners) and runners[0].reconnects >= 1
     assert um.outages == 1 and slowest < 5.0
     server.wait_ready()
