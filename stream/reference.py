@@ -47,10 +47,12 @@ MIN_TRIANGLE_AREA = 0.5
 LIGHT_BAND_FRACTION = 14 / 128
 LIGHT_SIGMA_FRACTION = 14 / 128
 LIGHT_GAIN_RANGE = (0.5, 2.0)
-LOCAL_GAIN_SPREAD = (0.85, 1.18)
+LOCAL_GAIN_SPREAD = (0.92, 1.08)
 # The reference's lower face is kept at this size (px): above any window it is drawn into
 # at 720p/1080p face sizes, so per-frame sampling never needs a filter.
 REFERENCE_WINDOW = 192
+# How far past the mesh's outline (fraction of the window) the outline triangles are carried.
+OUTLINE_EXTENSION_FRACTION = 24 / 128
 # Where the render and the generative fallback meet, blend over this many pixels.
 FALLBACK_FEATHER_PX = 2
 # Enrolment: a face counts as frontal under this yaw proxy, and as sharp when the
@@ -198,6 +200,7 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     covered = ids >= 0
     if not covered.any():
         return np.zeros((size, size, 3), np.float32), covered
+    ids, covered = _extend_past_outline(ids, covered, dst_points, size)
     # dst -> src affine per triangle: [x_src, y_src] = A @ [x, y, 1].
     used = np.unique(ids[covered])
     affine = _triangle_affines(dst_points[tris[used]].astype(np.float64),
@@ -212,6 +215,31 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
     out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.astype(np.float32), covered
+
+
+def _extend_past_outline(ids: np.ndarray, covered: np.ndarray, dst_points: np.ndarray, size: int):
+    """Carry the outline's triangles a little past the face's outline (jaw, chin, cheeks).
+
+    A covering reaches past the jaw onto the neck, where the mesh has no triangles; there the
+    nearest outline triangle's map continues the reference photo itself (its own jaw edge and neck)
+    instead of leaving a ring of generated skin. Only outside the mesh's convex outline: inside it,
+    missing triangles were left out on purpose (turned away) and stay for the generative fill.
+    """
+    outline = np.zeros((size, size), np.uint8)
+    hull = cv2.convexHull(np.round(dst_points * 16).astype(np.int32))
+    cv2.fillConvexPoly(outline, hull, 1, lineType=cv2.LINE_8, shift=4)
+    reach = max(2, round(OUTLINE_EXTENSION_FRACTION * size))
+    dist, labels = cv2.distanceTransformWithLabels((~covered).astype(np.uint8), cv2.DIST_L2, 5,
+                                                   labelType=cv2.DIST_LABEL_PIXEL)
+    grow = (~covered) & (outline == 0) & (dist <= reach)
+    if not grow.any():
+        return ids, covered
+    # DIST_LABEL_PIXEL numbers the zero (covered) pixels from 1 in scan order.
+    src_y, src_x = np.nonzero(covered)
+    nearest = labels[grow] - 1
+    ids = ids.copy()
+    ids[grow] = ids[src_y[nearest], src_x[nearest]]
+    return ids, ids >= 0
 
 
 def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:

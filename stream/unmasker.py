@@ -42,6 +42,10 @@ from stream.tracking import FaceTracker, RunningMode, TrackedFace
 
 MODES = ("auto", "image", "video")
 ENROL_EVERY = 5           # enrol="auto": judge a track's unmasked view every N frames (sharpness costs ~0.3 ms)
+# enrol="auto": when the only face in view leaves (or its track is lost) and, within this many seconds,
+# again exactly one face is in view, that face is taken to be the same person and keeps the enrolment
+# (the presenter who turns away or steps out and comes back masked). Never with two or more faces.
+ENROL_CARRY_S = 5.0
 
 
 @dataclass
@@ -141,6 +145,7 @@ class Unmasker:
         self.save_enrolled_dir = Path(save_enrolled) if save_enrolled is not None else None
         # The own-face path: one reference for the main face (None), or one per track id.
         self._references: dict[int | None, ReferenceFace] = {}
+        self._lone_enrolment: tuple[int, ReferenceFace, float] | None = None   # (track id, view, last seen s)
         if reference is not None:
             self.set_reference(reference)
 
@@ -184,6 +189,21 @@ class Unmasker:
         if None in self._references and track_id == main_track:
             return self._references[None]
         return state.enrolled if state is not None else None
+
+    def _carry_lone_enrolment(self, work, now_s: float) -> None:
+        """See ENROL_CARRY_S: one person alone in view keeps their enrolment across a lost track."""
+        if len(work) != 1 or work[0].state is None:
+            if len(work) > 1:
+                self._lone_enrolment = None
+            return
+        w = work[0]
+        if w.state.enrolled is not None:
+            self._lone_enrolment = (w.tracked.track_id, w.state.enrolled, now_s)
+        elif self._lone_enrolment is not None:
+            track_id, ref, seen_s = self._lone_enrolment
+            if track_id != w.tracked.track_id and now_s - seen_s <= ENROL_CARRY_S:
+                w.state.enrolled = ref
+                self._lone_enrolment = (w.tracked.track_id, ref, now_s)
 
     def _maybe_enrol(self, frame, track_id: int, state: TrackState, landmarks, source: str) -> None:
         """Keep the sharpest frontal unmasked view of a track (checked every few frames: cheap)."""
@@ -307,6 +327,8 @@ class Unmasker:
         boxes = {w.tracked.track_id: (w.tracked.box[2] - w.tracked.box[0]) * (w.tracked.box[3] - w.tracked.box[1])
                  for w in work}
         main_track = max(boxes, key=boxes.get) if boxes else None
+        if self.enrol == "auto" and ctx.video:
+            self._carry_lone_enrolment(work, ctx.timestamp_s)
         for w in work:
             cov = decide_covering(w.state, w.analysis, w.input, self.smoothing)
             lm, source = decide_landmarks(w.state, w.analysis, w.input, w.tracked.source, cov.coverage, learned,

@@ -50,28 +50,21 @@ def test_the_canonical_mesh_faces_the_camera_on_a_frontal_face():
     assert facing_triangles(back).mean() < 0.05
 
 
-def test_turned_away_triangles_are_never_drawn():
-    """A face squashed toward one side (like a 70 degree turn) must not fold its far half over."""
-    lm = astronaut_landmarks().copy()
-    nose_x = lm[1, 0]
-    far = lm[:, 0] > nose_x
-    lm[far, 0] = nose_x + (lm[far, 0] - nose_x) * -0.15      # far cheek pushed behind the nose line
-    use = facing_triangles(lm)
+def test_triangles_left_out_are_never_drawn_nor_filled_from_their_neighbours():
+    """Turned-away triangles are left out; inside the face's outline nothing else may paint there
+    (the generative fill shows), while past the outline the edge triangles are carried on."""
+    lm = astronaut_landmarks()
     tris, _ = canonical_mesh()
-    flipped = ~use
-    assert flipped.sum() > 100                                  # many triangles turned away...
-    img = astronaut()
-    canvas, covered = warp_mesh(img, astronaut_landmarks(), lm, 512, use)
-    ids = np.full((512, 512), -1, np.int32)
-    for t in np.flatnonzero(flipped):
-        cv2.fillConvexPoly(ids, np.round(lm[tris[t]]).astype(np.int32), 1)
-    only_flipped = (ids == 1)
-    drawn_from_flipped = covered & only_flipped
-    # ... and where only those cover the canvas, nothing is drawn (the generative fill shows).
-    for t in np.flatnonzero(use):
-        cv2.fillConvexPoly(ids, np.round(lm[tris[t]]).astype(np.int32), 2)
-    assert not (covered & (ids == 1)).any()
-    assert drawn_from_flipped.sum() < only_flipped.sum()
+    nose_x = lm[1, 0]
+    use = facing_triangles(lm) & (lm[tris].mean(axis=1)[:, 0] < nose_x)     # the far half "turned away"
+    _, covered = warp_mesh(astronaut(), lm, lm, 512, use)
+    outline = np.zeros((512, 512), np.uint8)
+    cv2.fillConvexPoly(outline, cv2.convexHull(np.round(lm).astype(np.int32)), 1)
+    far_inside = (outline > 0) & (np.arange(512)[None, :] > nose_x + 12)
+    assert far_inside.sum() > 1500
+    assert covered[far_inside].mean() < 0.02, covered[far_inside].mean()   # triangles straddling the cut line
+    near_inside = (outline > 0) & (np.arange(512)[None, :] < nose_x - 12)
+    assert covered[near_inside].mean() > 0.97
 
 
 def test_reference_photo_errors_are_one_clear_line(tmp_path):
@@ -175,3 +168,31 @@ def test_cli_reference_photo_and_its_errors(tmp_path):
     (tmp_path / "full" / "x.png").write_bytes(b"x")
     assert "--overwrite" in one_line_error(run_cli("--source", clip, "--no-display", "--enrol", "auto",
                                                    "--save-enrolled", tmp_path / "full"))
+
+
+@needs_models
+def test_a_lone_person_keeps_their_enrolment_across_a_lost_track():
+    img, _ = masked_astronaut()
+    truth = astronaut()
+    blank = np.full_like(truth, 90)
+    frames = [truth] * 12 + [blank] * 10 + [img] * 6          # seen unmasked, gone 0.4 s, back masked
+    with Unmasker(enrol="auto") as um:
+        ids = set()
+        for i, f in enumerate(frames):
+            res = um.process(f, timestamp_ms=i * 40.0)
+            ids |= {x.track_id for x in res.faces}
+        assert len(ids) == 2                                   # a new track...
+        assert res.faces[0].reconstruction == "enrolled"       # ... that kept her own face
+
+
+@needs_models
+def test_an_enrolment_is_never_carried_to_someone_when_several_faces_are_in_view():
+    from tests.faces import side_by_side
+    img, _ = masked_astronaut()
+    truth = astronaut()
+    blank = np.full_like(side_by_side(truth, truth), 90)
+    frames = [side_by_side(truth, blank[:, :truth.shape[1]])] * 12 + [blank] * 10 + [side_by_side(img, img)] * 12
+    with Unmasker(enrol="auto", max_faces=4) as um:
+        for i, f in enumerate(frames):
+            res = um.process(f, timestamp_ms=i * 40.0)
+        assert len(res.faces) == 2 and all(f.reconstruction == "generative" for f in res.faces)
