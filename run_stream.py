@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tracker", choices=["auto", "mediapipe", "torch"], default="auto",
                    help="face tracking: mediapipe's graphs on the CPU, or the same networks run by "
                         "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
-    m.add_argument("--max-faces", type=positive_int, default=1, help="faces tracked per frame")
+    m.add_argument("--max-faces", type=positive_int, default=16,
+                   help="faces tracked per frame (default 16: crowds; each extra face costs, see benchmarks.fps)")
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
     m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
     m.add_argument("--beta", type=float, default=20.0, help="One Euro speed coefficient")

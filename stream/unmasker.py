@@ -73,7 +73,7 @@ class Unmasker:
     """Reconstructs masked faces in frames. Not thread-safe: one instance per thread."""
 
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
-                 max_faces: int = 1, threads: int | None = None, preset: str = "fast",
+                 max_faces: int = 16, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
                  mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3):
         if method == "auto":
