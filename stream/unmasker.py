@@ -11,7 +11,8 @@ crop -> analyse all faces in one batch (covering mask, hidden landmarks,
 gender) -> smooth the mask in the face-aligned frame -> inpaint the masked
 faces' lower-face windows in one batch -> warp back and blend inside the
 dilated mask only. Pixels outside every face's (dilated) mask are returned
-bit-identical to the input.
+bit-identical to the input, and so are the eyes and brows: the hole is refined at
+the frame's resolution and cut below the eye line (stream.hole).
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, window_matrix
+from models.spec import CANONICAL_SIZE, HIDDEN_REGION
 from stream.alignment import Alignment, align_face, load_canonical_shape, transform_points
 from stream.errors import ModelError
+from stream.hole import frame_hole
 from stream.reconstruct import (ClassicalReconstructor, FaceInput, FaceOutput, ModelReconstructor,
                                 frame_to_window, landmark_map_for)
 from stream.smoothing import LandmarkSmoother, MaskSmoother
@@ -75,7 +77,8 @@ class Unmasker:
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
                  max_faces: int = 16, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
-                 mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3):
+                 mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3,
+                 refine_edges: bool = True):
         if method == "auto":
             method = "model" if models_available(preset) else "classical"
         if method == "model":
@@ -93,10 +96,12 @@ class Unmasker:
         self.smoothing = smoothing
         self.min_cutoff, self.beta, self.mask_alpha = min_cutoff, beta, mask_alpha
         self.dilate_px, self.feather_px = dilate_px, feather_px
+        self.refine_edges = refine_edges   # guided refinement of the covering at frame resolution
         self._trackers: dict[RunningMode, FaceTracker] = {}
         self._states: dict[int, _TrackState] = {}
         self._last_ts: float | None = None
         self._canonical = load_canonical_shape()
+        self._frame_holes = []
 
     @property
     def backend(self) -> str:
@@ -178,7 +183,7 @@ class Unmasker:
         t3 = time.perf_counter()
         timings["analyse"] = (t3 - t2) * 1e3
 
-        faces, jobs = [], []
+        faces, jobs, holes = [], [], []
         h, w = frame_bgr.shape[:2]
         for tf, inp, ana, st in zip(tracked, inputs, analyses, states):
             prob = ana.mask_prob
@@ -219,15 +224,24 @@ class Unmasker:
                 gender_score = gender_p if gender_p >= 0.5 else 1 - gender_p
             else:
                 gender, gender_score = "unknown", 0.0
-            full_mask = self._mask_to_frame(mask_crop, inp.alignment, (h, w))
+            hole = None
+            if masked:
+                hole = frame_hole(frame_bgr, mask_crop, inp.alignment, inp.landmarks,
+                                  frame_to_window(inp.alignment, self.reconstructor.window_size),
+                                  self.reconstructor.window_size, self.dilate_px, self.feather_px,
+                                  self.refine_edges)
+            full_mask = hole.full_mask((h, w)) if hole is not None else \
+                self._mask_to_frame(mask_crop, inp.alignment, (h, w))
             faces.append(Face(tf.box, lm.astype(np.float32), tf.track_id, full_mask, bool(masked),
                               gender, float(gender_score), source))
-            if masked:
+            if hole is not None:
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
                 guide = FaceOutput(ana.mask_prob, ana.gender_female, inp.alignment.to_crop(lm))
                 jobs.append((inp, guide, mask_crop, gender_p))
+                holes.append(hole)
         t4 = time.perf_counter()
         if jobs:
+            self._frame_holes = holes          # the CPU blend's frame-resolution holes, one per job
             out, t_inpaint = self._inpaint_and_blend(frame_bgr, jobs)
             timings["inpaint"] = t_inpaint
         else:
@@ -256,20 +270,15 @@ class Unmasker:
         return full
 
     def _inpaint_and_blend(self, frame, jobs):
+        """jobs: (FaceInput, FaceOutput guide, mask crop, P(female)) per masked face; their
+        stream.hole.FrameHole in self._frame_holes (set by process)."""
         size = self.reconstructor.window_size
-        s_an = ANALYSER["input_size"]
-        # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop); the same for every face
-        wm = window_matrix(size).copy()
-        wm[:, :2] *= CANONICAL_SIZE / s_an
         windows, holes, maps, genders, mats = [], [], [], [], []
-        for inp, ana, mask_crop, gender_p in jobs:
+        for (inp, ana, _, gender_p), hole in zip(jobs, self._frame_holes):
             m = frame_to_window(inp.alignment, size)
             windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
-            hole = cv2.warpAffine(mask_crop.astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
-            k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
-            hole = cv2.dilate((hole > 0.5).astype(np.uint8), np.ones((k, k), np.uint8)).astype(np.float32)
-            holes.append(hole)
+            holes.append(hole.window_hole)
             maps.append(landmark_map_for(ana.landmarks_crop, size))
             genders.append(gender_p)
             mats.append(m)
@@ -278,26 +287,14 @@ class Unmasker:
                                              np.array(genders, np.float32))
         t_inpaint = (time.perf_counter() - t) * 1e3
         out = frame.copy()
-        h, w = frame.shape[:2]
-        for m, hole, pred in zip(mats, holes, redrawn):
-            # Feather inside the dilated hole only: alpha is exactly 0 outside it.
-            fk = 2 * self.feather_px + 1
-            alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
-            # Only the part of the window the feathered hole touches is warped and blended.
-            ys, xs = np.nonzero(alpha > 0)
-            if len(xs) == 0:
-                continue
-            inv = cv2.invertAffineTransform(m)
-            x0, y0, x1, y1 = _crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
-                                          margin=1)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            roi_m = inv.copy()
+        for m, hole, pred in zip(mats, self._frame_holes, redrawn):
+            # The hole's alpha is at frame resolution and exactly 0 outside it and above the eyes.
+            x0, y0, x1, y1 = hole.rect
+            roi_m = cv2.invertAffineTransform(m)
             roi_m[:, 2] -= [x0, y0]
-            a = cv2.warpAffine(alpha, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
+            a = hole.alpha
             roi = out[y0:y1, x0:x1]
             blended = cv2.blendLinear(p, roi, a, 1.0 - a)
             # Where alpha is 0 the frame keeps its exact pixels (no rounding drift).
