@@ -127,7 +127,7 @@ def merge_detections(found: list) -> list:
 
 class FaceTracker:
     def __init__(self, mode: RunningMode = RunningMode.VIDEO, max_faces: int = 1,
-                 min_detection_confidence: float = 0.5, redetect_every: int = 2,
+                 min_detection_confidence: float = 0.5, redetect_every: int = 4,
                  max_missed: int = 5, detector: str = "yunet"):
         if detector not in ("yunet", "blazeface"):
             raise ValueError(f"unknown detector {detector!r}: use 'yunet' or 'blazeface'")
@@ -298,7 +298,8 @@ class FaceTracker:
                     faces.append((lm, landmarks_box(lm, shape), "mesh", 1.0))
                     self.stats["roi_mesh_faces"] += 1
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
-        periodic = video and self._frame % self.redetect_every == 0
+        # YuNet's scan runs one pass per scheduled frame, and every frame while nothing is tracked.
+        periodic = video and (self._frame % self.redetect_every == 0 or (self._yunet is not None and not self._tracks))
         # Re-detection policy (video): when a tracked face went missing this
         # frame, and every `redetect_every` frames while below max_faces (new
         # faces; the mesh's own detector already looks every frame for large ones).

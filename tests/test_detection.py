@@ -115,10 +115,10 @@ def test_tracker_finds_every_face_of_a_crowd_and_keeps_their_ids():
     r = FrameRenderer((960, 540), 16)               # 16 masked faces of ~90 px
     tracker = FaceTracker(RunningMode.VIDEO, max_faces=16)
     owners = {}
-    for i in range(12):
+    for i in range(15):
         faces = tracker.process(r.render(i))
         truth = r.face_boxes(i)
-        if i >= 8:                                   # the scan has covered the frame by now
+        if i >= 12:                                  # the scan (3 passes, one every 4 frames) has covered the frame
             assert len(faces) == 16
             for k, g in enumerate(truth):
                 f = max(faces, key=lambda f: box_iou(f.box, g))
@@ -127,3 +127,18 @@ def test_tracker_finds_every_face_of_a_crowd_and_keeps_their_ids():
     tracker.close()
     assert all(len(ids) == 1 for ids in owners.values())            # no id changes hands
     assert len({next(iter(ids)) for ids in owners.values()}) == 16   # one track per face
+
+
+def test_benchmark_reference_and_eye_disks_map_back_to_the_frame(detector):
+    from benchmarks.detection import _by_bins, _eye_disks, _reference, _yaw_proxy
+    r = FrameRenderer((640, 360), 16)
+    truth = r.face_boxes(0)
+    ref = _reference(detector, r.render(0))           # run at 2x, boxes back in frame pixels
+    assert all(any(box_iou(g, d.box) >= 0.4 for d in ref) for g in truth)
+    disks = _eye_disks((360, 640), ref[:1])
+    ys, xs = np.nonzero(disks)
+    kp = ref[0].keypoints
+    assert kp[0][0] - 5 < xs.mean() < kp[1][0] + 5 and abs(ys.mean() - kp[:2, 1].mean()) < 3
+    assert _yaw_proxy(np.float32([[0, 0], [10, 0], [5, 5], [2, 9], [8, 9]])) == 0.0
+    bins = _by_bins([25, 30, 50, 100], [True, False, True, True], ((20, 40), (40, 80), (80, 10_000)))
+    assert [v["recall"] for v in bins.values()] == [0.5, 1.0, 1.0]
