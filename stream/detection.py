@@ -27,6 +27,7 @@ YUNET_PATH = Path(__file__).resolve().parent.parent / "models" / "weights" / "yu
 STRIDES = (8, 16, 32)
 TILE = (640, 384)          # fine-pass tile (w, h) in network pixels: ~20 ms on one core
 TILE_OVERLAP = 64          # a face up to this size lies wholly inside some tile
+TILE_EDGE = 12             # a tile drops faces within this many network pixels of an inner edge (cut ones)
 
 
 @dataclass
@@ -56,13 +57,26 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def non_max_suppression(found: list[Detection], iou_threshold: float = 0.3) -> list[Detection]:
-    """The best of each group of overlapping detections, best first (OpenCV's NMSBoxes)."""
+def _inside_share(a, b) -> float:
+    """The share of box a's area that lies inside box b."""
+    ix0, iy0, ix1, iy1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return max(0, ix1 - ix0) * max(0, iy1 - iy0) / area if area > 0 else 0.0
+
+
+def non_max_suppression(found: list[Detection], iou_threshold: float = 0.3,
+                        inside_threshold: float = 0.7) -> list[Detection]:
+    """The best of each group of overlapping detections, best first (OpenCV's NMSBoxes), without
+    the boxes lying mostly inside a better one (part of a face seen by one tile)."""
     if not found:
         return []
     boxes = [[d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]] for d in found]
     keep = cv2.dnn.NMSBoxes(boxes, [d.score for d in found], 0.0, iou_threshold)
-    return sorted((found[i] for i in np.asarray(keep).reshape(-1)), key=lambda d: -d.score)
+    kept = []
+    for d in sorted((found[i] for i in np.asarray(keep).reshape(-1)), key=lambda d: -d.score):
+        if all(_inside_share(d.box, k.box) < inside_threshold for k in kept):
+            kept.append(d)
+    return kept
 
 
 class YuNetDetector:
@@ -157,7 +171,7 @@ class YuNetDetector:
         x0, y0, x1, y1 = region
         found = self.detect_at(image[y0:y1, x0:x1], scale, rgb, (x0, y0))
         h, w = image.shape[:2]
-        margin = 2.0 / scale
+        margin = TILE_EDGE / scale
         return [d for d in found
                 if not ((x0 > 0 and d.box[0] <= x0 + margin) or (y0 > 0 and d.box[1] <= y0 + margin) or
                         (x1 < w and d.box[2] >= x1 - margin) or (y1 < h and d.box[3] >= y1 - margin))]

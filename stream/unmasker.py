@@ -226,7 +226,8 @@ class Unmasker:
                 gender, gender_score = "unknown", 0.0
             hole = None
             if masked:
-                hole = frame_hole(frame_bgr, mask_crop, inp.alignment, inp.landmarks,
+                # The eyes are protected where the tracker sees them in this frame (unsmoothed: no lag).
+                hole = frame_hole(frame_bgr, mask_crop, inp.alignment, tf.landmarks,
                                   frame_to_window(inp.alignment, self.reconstructor.window_size),
                                   self.reconstructor.window_size, self.dilate_px, self.feather_px,
                                   self.refine_edges)
