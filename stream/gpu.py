@@ -506,6 +506,8 @@ class GpuUnmasker(Unmasker):
     torch code in fp32 (for tests). Other keyword arguments are `Unmasker`'s.
     """
 
+    FRAME_HOLES = False      # the device blend uses the window's hole (stream.hole is CPU-only so far)
+
     def __init__(self, device: str = "cuda", precision: str | None = None, preset: str = "fast",
                  weights_dir: str | Path | None = None, tracker: str = "torch", cuda_graphs: bool = True,
                  defer_download: bool = False, **kwargs):

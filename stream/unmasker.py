@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import CANONICAL_SIZE, HIDDEN_REGION
+from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, window_matrix
 from stream.alignment import Alignment, align_face, load_canonical_shape, transform_points
 from stream.errors import ModelError
 from stream.hole import frame_hole
@@ -72,13 +72,19 @@ def models_available(preset: str = "fast") -> bool:
 
 
 class Unmasker:
-    """Reconstructs masked faces in frames. Not thread-safe: one instance per thread."""
+    """Reconstructs masked faces in frames. Not thread-safe: one instance per thread.
+
+    `frame_holes` (default True here): the hole is built at the frame's resolution with the eyes
+    and brows cut out (stream.hole); False: the hole of the inpainter's window warped back, as the
+    GPU path (GpuUnmasker) still blends."""
+
+    FRAME_HOLES = True
 
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
                  max_faces: int = 16, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
                  mask_alpha: float = 0.5, dilate_px: int = 4, feather_px: int = 3,
-                 refine_edges: bool = True):
+                 refine_edges: bool = True, frame_holes: bool | None = None):
         if method == "auto":
             method = "model" if models_available(preset) else "classical"
         if method == "model":
@@ -97,6 +103,7 @@ class Unmasker:
         self.min_cutoff, self.beta, self.mask_alpha = min_cutoff, beta, mask_alpha
         self.dilate_px, self.feather_px = dilate_px, feather_px
         self.refine_edges = refine_edges   # guided refinement of the covering at frame resolution
+        self.frame_holes = type(self).FRAME_HOLES if frame_holes is None else frame_holes
         self._trackers: dict[RunningMode, FaceTracker] = {}
         self._states: dict[int, _TrackState] = {}
         self._last_ts: float | None = None
@@ -225,7 +232,7 @@ class Unmasker:
             else:
                 gender, gender_score = "unknown", 0.0
             hole = None
-            if masked:
+            if masked and self.frame_holes:
                 # The eyes are protected where the tracker sees them in this frame (unsmoothed: no lag).
                 hole = frame_hole(frame_bgr, mask_crop, inp.alignment, tf.landmarks,
                                   frame_to_window(inp.alignment, self.reconstructor.window_size),
@@ -235,7 +242,7 @@ class Unmasker:
                 self._mask_to_frame(mask_crop, inp.alignment, (h, w))
             faces.append(Face(tf.box, lm.astype(np.float32), tf.track_id, full_mask, bool(masked),
                               gender, float(gender_score), source))
-            if hole is not None:
+            if masked and (hole is not None or not self.frame_holes):
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
                 guide = FaceOutput(ana.mask_prob, ana.gender_female, inp.alignment.to_crop(lm))
                 jobs.append((inp, guide, mask_crop, gender_p))
@@ -244,6 +251,7 @@ class Unmasker:
         if jobs:
             self._frame_holes = holes          # the CPU blend's frame-resolution holes, one per job
             out, t_inpaint = self._inpaint_and_blend(frame_bgr, jobs)
+            self._frame_holes = []
             timings["inpaint"] = t_inpaint
         else:
             out = frame_bgr.copy()
@@ -274,7 +282,14 @@ class Unmasker:
     def _inpaint_and_blend(self, frame, jobs):
         """jobs: (FaceInput, FaceOutput guide, mask crop, P(female)) per masked face; their
         stream.hole.FrameHole in self._frame_holes (set by process)."""
+        if not self.frame_holes:
+            return self._inpaint_and_blend_window(frame, jobs)
         size = self.reconstructor.window_size
+        if len(self._frame_holes) != len(jobs):      # called with jobs alone: their holes from the masks
+            self._frame_holes = [frame_hole(frame, mask_crop, inp.alignment, inp.alignment.to_frame(ana.landmarks_crop),
+                                            frame_to_window(inp.alignment, size), size, self.dilate_px,
+                                            self.feather_px, self.refine_edges)
+                                 for inp, ana, mask_crop, _ in jobs]
         windows, holes, maps, genders, mats = [], [], [], [], []
         for (inp, ana, _, gender_p), hole in zip(jobs, self._frame_holes):
             m = frame_to_window(inp.alignment, size)
@@ -300,6 +315,54 @@ class Unmasker:
             roi = out[y0:y1, x0:x1]
             blended = cv2.blendLinear(p, roi, a, 1.0 - a)
             # Where alpha is 0 the frame keeps its exact pixels (no rounding drift).
+            np.copyto(roi, blended, where=(a > 0)[..., None])
+        return out, t_inpaint
+
+
+    def _inpaint_and_blend_window(self, frame, jobs):
+        """The hole of the inpainter's window (the analyser's mask, dilated and feathered there),
+        warped back: what the GPU path blends (frame_holes=False)."""
+        size = self.reconstructor.window_size
+        s_an = ANALYSER["input_size"]
+        wm = window_matrix(size).copy()          # analyser crop -> window
+        wm[:, :2] *= CANONICAL_SIZE / s_an
+        windows, holes, maps, genders, mats = [], [], [], [], []
+        for inp, ana, mask_crop, gender_p in jobs:
+            m = frame_to_window(inp.alignment, size)
+            windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REPLICATE))
+            hole = cv2.warpAffine(mask_crop.astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
+            k = 2 * max(1, round(self.dilate_px * size / 128)) + 1
+            hole = cv2.dilate((hole > 0.5).astype(np.uint8), np.ones((k, k), np.uint8)).astype(np.float32)
+            holes.append(hole)
+            maps.append(landmark_map_for(ana.landmarks_crop, size))
+            genders.append(gender_p)
+            mats.append(m)
+        t = time.perf_counter()
+        redrawn = self.reconstructor.inpaint(np.stack(windows), np.stack(holes), np.stack(maps),
+                                             np.array(genders, np.float32))
+        t_inpaint = (time.perf_counter() - t) * 1e3
+        out = frame.copy()
+        h, w = frame.shape[:2]
+        for m, hole, pred in zip(mats, holes, redrawn):
+            fk = 2 * self.feather_px + 1
+            alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole      # feathered inside the hole only
+            ys, xs = np.nonzero(alpha > 0)
+            if len(xs) == 0:
+                continue
+            inv = cv2.invertAffineTransform(m)
+            x0, y0, x1, y1 = _crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+                                          margin=1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            roi_m = inv.copy()
+            roi_m[:, 2] -= [x0, y0]
+            a = cv2.warpAffine(alpha, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            roi = out[y0:y1, x0:x1]
+            blended = cv2.blendLinear(p, roi, a, 1.0 - a)
             np.copyto(roi, blended, where=(a > 0)[..., None])
         return out, t_inpaint
 

@@ -94,7 +94,7 @@ def reference(cpu_gpu_unmasker):
     rec.analyser = _ModuleRunner(gpu.analyser, ["image"], ["mask_logits", "gender_logit", "landmarks"])
     rec.inpainter = _ModuleRunner(gpu.inpainter, ["image", "hole", "landmark_map", "gender"], ["output"])
     rec.window_size, rec.backend = gpu.window_size, "torch"
-    with Unmasker(method="classical") as um:
+    with Unmasker(method="classical", frame_holes=False) as um:       # the hole the GPU path blends
         um.reconstructor, um.method = rec, "model"
         yield um
 
