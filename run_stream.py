@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tracker", choices=["auto", "mediapipe", "torch"], default="auto",
                    help="face tracking: mediapipe's graphs on the CPU, or the same networks run by "
                         "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
-    m.add_argument("--max-faces", type=positive_int, default=1, help="faces tracked per frame")
+    m.add_argument("--max-faces", type=positive_int, default=16,
+                   help="faces tracked per frame (default 16: crowds; each extra face costs, see benchmarks.fps)")
     m.add_argument("--max-wait-ms", type=float, default=4.0,
                    help="several streams: longest wait of the shared model stage for other streams' faces")
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")

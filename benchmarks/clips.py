@@ -132,11 +132,7 @@ def masked_face_tile() -> tuple[np.ndarray, np.ndarray]:
 
     # A tight head crop (the face is ~60 % of the tile's width) so that many faces still fill the
     # frame enough for mediapipe's detectors, which see the whole frame at 128-192 px.
-    face_w = float(np.linalg.norm(lm[454] - lm[234]))
-    cx, cy = lm.mean(0)
-    side = int(round(1.65 * face_w))
-    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
-    y0 = int(np.clip(round(cy - 0.12 * face_w - side / 2), 0, h - side))
+    x0, y0, side = _tile_crop(lm, w, h)
     tile = np.ascontiguousarray(masked[y0:y0 + side, x0:x0 + side])
     # Soft rounded-square vignette: opaque over the face, fading over the outer ~8 %.
     alpha = np.zeros((side, side), np.float32)
@@ -144,6 +140,25 @@ def masked_face_tile() -> tuple[np.ndarray, np.ndarray]:
     cv2.rectangle(alpha, (m, m), (side - 1 - m, side - 1 - m), 1.0, -1)
     alpha = cv2.GaussianBlur(alpha, (0, 0), side * 0.03)
     return tile, alpha
+
+
+def _tile_crop(lm: np.ndarray, w: int, h: int) -> tuple[int, int, int]:
+    """(x0, y0, side) of the tile's square in the astronaut photo."""
+    face_w = float(np.linalg.norm(lm[454] - lm[234]))
+    cx, cy = lm.mean(0)
+    side = int(round(1.65 * face_w))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - 0.12 * face_w - side / 2), 0, h - side))
+    return x0, y0, side
+
+
+@functools.lru_cache(maxsize=1)
+def tile_face_points() -> np.ndarray:
+    """(468, 2) the face mesh's points in tile pixels (ground truth for detection benchmarks)."""
+    lm = _astronaut_landmarks()
+    h, w = _astronaut().shape[:2]
+    x0, y0, _ = _tile_crop(lm, w, h)
+    return lm - [x0, y0]
 
 
 def _backdrop(width: int, height: int, seed: int = 7) -> np.ndarray:
@@ -199,6 +214,17 @@ class FrameRenderer:
             m = cv2.getRotationMatrix2D((s / 2, s / 2), tilt, base * zoom)
             m[:, 2] += [cx - s / 2, cy - s / 2]
             out.append(m)
+        return out
+
+    def face_boxes(self, i: int) -> list[tuple[float, float, float, float]]:
+        """Ground truth: each face's mesh bounding box (x0, y0, x1, y1) in frame i, clipped to the frame."""
+        pts = tile_face_points()
+        out = []
+        for m in self.placements(i):
+            p = pts @ m[:, :2].T + m[:, 2]
+            x0, y0 = np.maximum(p.min(0), 0)
+            x1, y1 = np.minimum(p.max(0), [self.width, self.height])
+            out.append((float(x0), float(y0), float(x1), float(y1)))
         return out
 
     def render(self, i: int) -> np.ndarray:

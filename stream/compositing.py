@@ -49,8 +49,12 @@ class CpuCompositor:
             m = frame_to_window(job.alignment, size)
             windows.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
-            hole = cv2.warpAffine(np.asarray(job.mask).astype(np.float32), wm, (size, size), flags=cv2.INTER_LINEAR)
-            hole = dilate_hole((hole > 0.5).astype(np.uint8), size, self.dilate_px).astype(np.float32)
+            if job.frame_hole is not None:
+                hole = job.frame_hole.window_hole
+            else:
+                hole = cv2.warpAffine(np.asarray(job.mask).astype(np.float32), wm, (size, size),
+                                      flags=cv2.INTER_LINEAR)
+                hole = dilate_hole((hole > 0.5).astype(np.uint8), size, self.dilate_px).astype(np.float32)
             holes.append(hole)
             maps.append(landmark_map_for(job.landmarks_crop, size))
             genders.append(job.gender)
@@ -66,7 +70,10 @@ class CpuCompositor:
         t_inpaint = (time.perf_counter() - t) * 1e3
         out = frame.copy()
         h, w = frame.shape[:2]
-        for m, hole, pred in zip(mats, holes, redrawn):
+        for job, m, hole, pred in zip(jobs, mats, holes, redrawn):
+            if job.frame_hole is not None:
+                blend_frame_hole(out, job.frame_hole, m, pred)
+                continue
             # Feather inside the dilated hole only: alpha is exactly 0 outside it.
             fk = 2 * self.feather_px + 1
             alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
@@ -93,6 +100,19 @@ class CpuCompositor:
 
     def close(self) -> None:
         self.reconstructor.close()
+
+
+def blend_frame_hole(out: np.ndarray, hole, frame_to_window_m: np.ndarray, pred: np.ndarray) -> None:
+    """Blend a redrawn window into `out` in place through a frame-resolution hole (stream.hole.FrameHole):
+    its alpha is exactly 0 outside the hole and above the eyes, so those pixels keep their values."""
+    x0, y0, x1, y1 = hole.rect
+    roi_m = cv2.invertAffineTransform(frame_to_window_m)
+    roi_m[:, 2] -= [x0, y0]
+    p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    a = hole.alpha
+    roi = out[y0:y1, x0:x1]
+    blended = cv2.blendLinear(p, roi, a, 1.0 - a)
+    np.copyto(roi, blended, where=(a > 0)[..., None])
 
 
 def mask_to_frame(mask_crop: np.ndarray, alignment: Alignment, shape) -> np.ndarray:

@@ -56,6 +56,9 @@ class InpaintJob:
     # The own-face path (stream.reference.ReferenceFace): this person's photo to draw instead of a
     # generated face; None for the generative path. Only the CPU compositor draws references.
     reference: object | None = None
+    # stream.hole.FrameHole: the hole at the frame's resolution (eyes cut out); None: the compositor
+    # makes the window hole from `mask` (the GPU path, and jobs passed on their own).
+    frame_hole: object | None = None
 
 
 @dataclass

@@ -8,14 +8,18 @@ Running modes (as in MediaPipe Tasks):
   so its own detector runs only when it has lost a face (its next ROI comes from
   the previous landmarks). Masks make the mesh lose faces often, so when it
   returns fewer faces than we track (and every `redetect_every` frames while
-  below `max_faces`) the full-range BlazeFace detector looks for them; a
+  below `max_faces`) a detector looks for them: by default YuNet-n (stream.detection:
+  multi-scale, faces down to ~20 px; around the lost tracks, plus one round-robin pass of
+  its full-frame scan on the scheduled frames), or mediapipe's full-range BlazeFace
+  (`detector="blazeface"`, the previous behaviour); a
   detected face the mesh missed keeps its track, with the previous landmarks
   moved to the new box (or, for a new face, the canonical face fitted to the
   detector's keypoints). The analyser then re-estimates those landmarks.
 
 Each tracked face carries a `track_id` that stays stable while the face is
-visible; tracks missing for `max_missed` frames are dropped and their
-smoothing state with them.
+visible (matched on motion-predicted boxes, stream.association, so crossing
+faces keep their ids); tracks missing for `max_missed` frames are dropped and
+their smoothing state with them.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import cv2
 import numpy as np
 
 from stream.alignment import LEFT_EYE, NOSE_TIP, RIGHT_EYE, fit_similarity, load_canonical_shape, transform_points
+from stream.association import assign, predict_box, update_velocity
 
 
 # mediapipe's native code logs setup chatter to stderr; keep warnings and errors only.
@@ -146,13 +151,17 @@ def merge_detections(found: list[Detection]) -> list[Detection]:
 
 class FaceTracker:
     def __init__(self, mode: RunningMode = RunningMode.VIDEO, max_faces: int = 1,
-                 min_detection_confidence: float = 0.5, redetect_every: int = 10,
-                 max_missed: int = 5):
+                 min_detection_confidence: float = 0.5, redetect_every: int = 4,
+                 max_missed: int = 5, detector: str = "yunet"):
+        if detector not in ("yunet", "blazeface"):
+            raise ValueError(f"unknown detector {detector!r}: use 'yunet' or 'blazeface'")
         self.mode = mode
         self.max_faces = max_faces
         self.redetect_every = redetect_every
         self.max_missed = max_missed
+        self.detector_kind = detector
         self._crop_mesh = None
+        self._detector = self._yunet = None
         self._build(mode, max_faces, min_detection_confidence)
         self._canonical = load_canonical_shape()
         self._tracks: list[_Track] = []
@@ -168,7 +177,8 @@ class FaceTracker:
             self._build_graphs(mp, mode, max_faces, min_detection_confidence)
             # Run both graphs once so their native start-up logging happens here.
             blank = np.zeros((64, 64, 3), np.uint8)
-            self._detector.process(blank)
+            if self._detector is not None:
+                self._detector.process(blank)
             warm = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
             warm.process(blank)
             warm.close()
@@ -179,6 +189,11 @@ class FaceTracker:
             static_image_mode=mode is RunningMode.IMAGE, max_num_faces=max_faces,
             refine_landmarks=False, min_detection_confidence=min_detection_confidence,
             min_tracking_confidence=0.5)
+        if self.detector_kind == "yunet":
+            from stream.detection import ScanSchedule, YuNetDetector
+            self._yunet = YuNetDetector(score_threshold=min_detection_confidence)
+            self._scan = ScanSchedule(self._yunet)
+            return
         # Full-range model: finds small and partly covered faces the mesh's
         # short-range detector misses.
         self._detector = mp.solutions.face_detection.FaceDetection(
@@ -186,7 +201,8 @@ class FaceTracker:
 
     def close(self) -> None:
         self._mesh.close()
-        self._detector.close()
+        if self._detector is not None:
+            self._detector.close()
         if self._crop_mesh is not None:
             self._crop_mesh.close()
 
@@ -223,6 +239,26 @@ class FaceTracker:
         for x0, y0, x1, y1 in detection_regions(*rgb.shape[:2]):
             found += self._detect_in(rgb[y0:y1, x0:x1], x0, y0)
         return merge_detections(found)
+
+    def _find_faces(self, rgb, faces: list[FaceCandidate], periodic: bool) -> list[Detection]:
+        """Detections (box, keypoints, score) for the frame. BlazeFace (and the torch tracker): the
+        full-frame detector. YuNet: every scan pass on still images; in video, around the tracks no
+        face covers now (at their predicted boxes) and, on scheduled frames, the next scan pass."""
+        if self._yunet is None:
+            return self._run_detector(rgb)
+        self.stats["detector_runs"] += 1
+        if self.mode is not RunningMode.VIDEO:
+            found = self._yunet.detect(rgb, rgb=True)
+        else:
+            from stream.detection import non_max_suppression
+            lost = [predict_box(t.box, t.extra.get("velocity", (0.0, 0.0)), t.missed + 1) for t in self._tracks
+                    if not any(_contains_centre(f.box, ((t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2))
+                               for f in faces)]
+            found = self._yunet.detect_near(rgb, lost, rgb=True) if lost else []
+            if periodic:
+                region, scale = self._scan.next(*rgb.shape[:2])
+                found = non_max_suppression(found + self._yunet.run_pass(rgb, region, scale, rgb=True))
+        return [Detection(d.box, d.eyes_nose_mouth, d.score) for d in found]
 
     def _mesh_on_crop(self, rgb, box, keypoints=None) -> np.ndarray | None:
         """The face mesh on an upscaled crop around a detection (found faces get real landmarks).
@@ -286,12 +322,13 @@ class FaceTracker:
                     faces.append(FaceCandidate(lm, landmarks_box(lm, shape), "mesh", 1.0))
                     self.stats["roi_mesh_faces"] += 1
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
-        periodic = video and self._frame % self.redetect_every == 0
+        # YuNet's scan runs one pass per scheduled frame, and every frame while nothing is tracked.
+        periodic = video and (self._frame % self.redetect_every == 0 or (self._yunet is not None and not self._tracks))
         # Re-detection policy (video): when a tracked face went missing this
         # frame, and every `redetect_every` frames while below max_faces (new
         # faces; the mesh's own detector already looks every frame for large ones).
         if len(faces) < self.max_faces and (not video or missing_tracked or periodic):
-            for box, kp, score in self._run_detector(rgb):
+            for box, kp, score in self._find_faces(rgb, faces, periodic):
                 centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
                 if len(faces) >= self.max_faces or any(_contains_centre(f.box, centre) for f in faces):
                     continue   # already found by the mesh
@@ -315,17 +352,17 @@ class FaceTracker:
         return self._associate(faces)
 
     def _associate(self, faces: list[FaceCandidate]) -> list[TrackedFace]:
-        pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(self._tracks)
-                        for fi, f in enumerate(faces)), reverse=True)
+        # One-to-one on where each track is predicted to be now (survives faces crossing).
+        predicted = [predict_box(t.box, t.extra.get("velocity", (0.0, 0.0)), t.missed + 1) for t in self._tracks]
+        pairs = assign(predicted, [f.box for f in faces])
         used_t, used_f, out = set(), set(), []
         n_before = len(self._tracks)
-        for score, ti, fi in pairs:
-            if score < 0.1 or ti in used_t or fi in used_f:
-                continue
+        for ti, fi in pairs:
             used_t.add(ti)
             used_f.add(fi)
             t = self._tracks[ti]
             f = faces[fi]
+            t.extra["velocity"] = update_velocity(t.extra.get("velocity", (0.0, 0.0)), t.box, f.box, t.missed + 1)
             t.landmarks, t.box, t.missed = f.landmarks, f.box, 0
             t.age += 1
             out.append(TrackedFace(t.track_id, t.landmarks, t.box, f.source, f.score, False))

@@ -33,9 +33,10 @@ from stream.alignment import align_face, load_canonical_shape
 from stream.analyser import LowerFaceAnalyser, ModelAnalyser
 from stream.compositing import FEATHER_PX, CpuCompositor, mask_to_frame
 from stream.errors import ModelError
+from stream.hole import frame_hole
 from stream.face_state import UNMASKED_FRACTION, TrackState, decide_covering, decide_gender, decide_landmarks
 from stream.reference import ReferenceFace, enrolment_quality
-from stream.reconstruct import GenerativeReconstructor, TeleaReconstructor
+from stream.reconstruct import GenerativeReconstructor, TeleaReconstructor, frame_to_window
 from stream.stages import (Analyser, Compositor, FaceAnalysis, FaceInput, FrameContext, FrameImage, FrameStore,
                            InpaintJob, Tracker)
 from stream.tracking import FaceTracker, RunningMode, TrackedFace
@@ -111,13 +112,18 @@ class Unmasker:
     stages share (the GPU path's device copy of the frame), released after every frame.
     """
 
+    # The hole at the frame's resolution with the eyes and brows cut out (stream.hole); the GPU path,
+    # whose device blend mirrors the window hole, sets this False.
+    FRAME_HOLES = True
+
     def __init__(self, method: str = "auto", backend: str = "auto", device: str | None = None,
-                 max_faces: int = 1, threads: int | None = None, preset: str = "fast",
+                 max_faces: int = 16, threads: int | None = None, preset: str = "fast",
                  smoothing: bool = True, min_cutoff: float = 1.0, beta: float = 20.0,
                  mask_alpha: float = 0.5, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX,
                  mode: str = "auto", *, analyser: Analyser | None = None, compositor: Compositor | None = None,
                  make_tracker: Callable[[RunningMode], Tracker] | None = None,
-                 frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None):
+                 frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None,
+                 refine_edges: bool = True, frame_holes: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if (analyser is None) != (compositor is None):
@@ -129,6 +135,9 @@ class Unmasker:
         self.analyser, self.compositor = analyser, compositor
         self.method = analyser.name
         self.mode = mode
+        self.refine_edges = refine_edges   # guided refinement of the covering at frame resolution
+        self.frame_holes = type(self).FRAME_HOLES if frame_holes is None else frame_holes
+        self.dilate_px, self.feather_px = dilate_px, feather_px
         self.max_faces = max_faces
         self.smoothing = smoothing
         self.min_cutoff, self.beta, self.mask_alpha = min_cutoff, beta, mask_alpha
@@ -334,7 +343,15 @@ class Unmasker:
             lm, source = decide_landmarks(w.state, w.analysis, w.input, w.tracked.source, cov.coverage, learned,
                                           self.smoothing, ctx.timestamp_s)
             gender_p, gender, gender_score = decide_gender(w.state, w.analysis, learned)
-            full_mask = mask_to_frame(cov.mask_crop, w.input.alignment, ctx.image.shape[:2])
+            hole = None
+            if cov.masked and self.frame_holes:
+                # The eyes are protected where the tracker sees them in this frame (unsmoothed: no lag).
+                size = self.compositor.window_size
+                hole = frame_hole(ctx.image, cov.mask_crop, w.input.alignment, w.tracked.landmarks,
+                                  frame_to_window(w.input.alignment, size), size, self.dilate_px,
+                                  self.feather_px, self.refine_edges)
+            full_mask = hole.full_mask(ctx.image.shape[:2]) if hole is not None else \
+                mask_to_frame(cov.mask_crop, w.input.alignment, ctx.image.shape[:2])
             if self.enrol == "auto" and w.state is not None and not cov.masked and cov.coverage < UNMASKED_FRACTION:
                 self._maybe_enrol(ctx.image, w.tracked.track_id, w.state, w.input.landmarks, w.tracked.source)
             reference = self._reference_for(w.tracked.track_id, main_track, w.state) if cov.masked else None
@@ -342,8 +359,8 @@ class Unmasker:
                         else ("generative" if cov.masked else None))
             faces.append(Face(w.tracked.box, lm.astype(np.float32), w.tracked.track_id, full_mask, bool(cov.masked),
                               gender, float(gender_score), source, drawn_by))
-            if cov.masked:
+            if cov.masked and (hole is not None or not self.frame_holes):
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
                 jobs.append(InpaintJob(w.input.alignment, cov.mask_crop, w.input.alignment.to_crop(lm), gender_p,
-                                       reference))
+                                       reference, hole))
         return faces, jobs

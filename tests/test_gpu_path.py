@@ -93,7 +93,7 @@ def reference(cpu_gpu_unmasker):
     analyser = ModelAnalyser(_ModuleRunner(gpu.analyser, ["image"], ["mask_logits", "gender_logit", "landmarks"]))
     inpainter = _ModuleRunner(gpu.inpainter, ["image", "hole", "landmark_map", "gender"], ["output"])
     compositor = CpuCompositor(GenerativeReconstructor(inpainter, gpu.window_size))
-    with Unmasker(analyser=analyser, compositor=compositor) as um:
+    with Unmasker(analyser=analyser, compositor=compositor, frame_holes=False) as um:   # the hole the GPU path blends
         yield um
 
 
