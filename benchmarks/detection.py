@@ -261,7 +261,7 @@ def clip_reference_report(path: Path, max_frames: int = 150, every: int = 3) -> 
 
 
 def fringe_report() -> dict:
-    from benchmarks.edges import OracleSegmentation, fringe, fringe_case
+    from benchmarks.edges import OracleSegmentation, fringe, fringe_case, oracle_unmasker
     from stream.unmasker import Unmasker, models_available
     frame, truth = fringe_case()
     rows = []
@@ -279,8 +279,7 @@ def fringe_report() -> dict:
 
     for short in (0, 3):
         for refine in (True, False):
-            um = Unmasker(method="classical", refine_edges=refine)
-            um.reconstructor = OracleSegmentation(truth, short)
+            um = oracle_unmasker(OracleSegmentation(truth, short), refine_edges=refine)
             measure(f"segmentation {short} px short, {'refined' if refine else 'not refined'}", um)
     if models_available():
         for refine in (True, False):

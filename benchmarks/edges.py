@@ -3,10 +3,11 @@
 
 `fringe_case()` -> (frame, truth): scikit-image's public-domain astronaut wearing the MIT
 MaskTheFace surgical template recoloured teal (shaded by the face), scaled 2x into a 1920x1080
-frame. `OracleSegmentation(truth, short_px)` is a reconstructor whose analyser returns that truth
-as a 128 px network would see it (area-averaged into its crop), `short_px` crop pixels short of the
-true edge (a network that misses the covering's border), and whose inpainter is OpenCV's Telea
-(it propagates whatever colour is left at the hole's border inward, so a missed edge shows).
+frame. `OracleSegmentation(truth, short_px)` is an analyser stage that returns that truth as a 128 px
+network would see it (area-averaged into its crop), `short_px` crop pixels short of the true edge
+(a network that misses the covering's border); `oracle_unmasker` pairs it with OpenCV's Telea as the
+reconstructor (it propagates whatever colour is left at the hole's border inward, so a missed edge
+shows).
 `fringe(out, truth)`: the share of a ring of `ring` px around the true edge that is still
 covering-coloured.
 """
@@ -19,7 +20,10 @@ import numpy as np
 
 from benchmarks.clips import ANCHORS, _astronaut, _astronaut_landmarks, _load_template
 from models.spec import ANALYSER
-from stream.reconstruct import ClassicalReconstructor, FaceOutput
+from stream.analyser import LowerFaceAnalyser
+from stream.compositing import CpuCompositor
+from stream.reconstruct import TeleaReconstructor
+from stream.stages import FaceAnalysis
 
 TEAL = np.array([128, 128, 0], np.float32)        # BGR
 TEAL_HUE = 90                                      # OpenCV hue (0-180) of TEAL
@@ -55,14 +59,13 @@ def fringe_case(size=(1920, 1080)) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(frame + 0.5, 0, 255).astype(np.uint8), truth
 
 
-class OracleSegmentation(ClassicalReconstructor):
+class OracleSegmentation(LowerFaceAnalyser):
     """Analyser: the true covering at the analyser's resolution, `short_px` crop pixels short of it,
-    or covering everything (`everything=True`: a hand over the whole face); inpainter: Telea."""
+    or covering everything (`everything=True`: a hand over the whole face)."""
 
     name = "oracle"
 
     def __init__(self, truth: np.ndarray | None = None, short_px: int = 0, everything: bool = False):
-        super().__init__()
         self.truth = None if truth is None else truth.astype(np.float32)
         self.short_px = short_px
         self.everything = everything
@@ -81,8 +84,14 @@ class OracleSegmentation(ClassicalReconstructor):
                 if self.short_px:
                     k = 2 * self.short_px + 1
                     prob = cv2.erode(prob, np.ones((k, k), np.uint8))
-            out.append(FaceOutput(prob, 0.5, f.alignment.to_crop(f.landmarks)))
+            out.append(FaceAnalysis(prob, 0.5, f.alignment.to_crop(f.landmarks)))
         return out
+
+
+def oracle_unmasker(segmentation: OracleSegmentation, **kwargs):
+    """An Unmasker whose analyser is `segmentation` and whose reconstructor is Telea."""
+    from stream.unmasker import Unmasker
+    return Unmasker(analyser=segmentation, compositor=CpuCompositor(TeleaReconstructor()), **kwargs)
 
 
 def covering_coloured(image: np.ndarray) -> np.ndarray:

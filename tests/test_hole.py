@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.edges import OracleSegmentation, fringe, fringe_case
+from benchmarks.edges import OracleSegmentation, fringe, fringe_case, oracle_unmasker
 from stream.hole import BROWS, EYE_CONTOURS
 from stream.tracking import FaceTracker, RunningMode
 from stream.unmasker import Unmasker
@@ -23,10 +23,8 @@ def _eye_brow_region(landmarks: np.ndarray, shape) -> np.ndarray:
     return region.astype(bool)
 
 
-def _unmasker(reconstructor, **kw) -> Unmasker:
-    u = Unmasker(method="classical", **kw)
-    u.reconstructor = reconstructor
-    return u
+def _unmasker(segmentation, **kw) -> Unmasker:
+    return oracle_unmasker(segmentation, **kw)
 
 
 def test_eyes_and_brows_are_bit_identical_when_the_covering_spreads_over_them():
