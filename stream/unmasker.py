@@ -44,8 +44,9 @@ from stream.tracking import FaceTracker, RunningMode, TrackedFace
 MODES = ("auto", "image", "video")
 ENROL_EVERY = 5           # enrol="auto": judge a track's unmasked view every N frames (sharpness costs ~0.3 ms)
 # enrol="auto": when the only face in view leaves (or its track is lost) and, within this many seconds,
-# again exactly one face is in view, that face is taken to be the same person and keeps the enrolment
-# (the presenter who turns away or steps out and comes back masked). Never with two or more faces.
+# again exactly one face is in view, near where they were last seen, that face is taken to be the same
+# person and keeps the enrolment (the presenter who turns away or steps out and comes back masked).
+# Never to a face that appears with others in view, or elsewhere in the frame.
 ENROL_CARRY_S = 5.0
 
 
@@ -154,7 +155,8 @@ class Unmasker:
         self.save_enrolled_dir = Path(save_enrolled) if save_enrolled is not None else None
         # The own-face path: one reference for the main face (None), or one per track id.
         self._references: dict[int | None, ReferenceFace] = {}
-        self._lone_enrolment: tuple[int, ReferenceFace, float] | None = None   # (track id, view, last seen s)
+        # (track id, enrolled view, last seen s, last box) of the one person alone in view
+        self._lone_enrolment: tuple | None = None
         if reference is not None:
             self.set_reference(reference)
 
@@ -200,19 +202,24 @@ class Unmasker:
         return state.enrolled if state is not None else None
 
     def _carry_lone_enrolment(self, work, now_s: float) -> None:
-        """See ENROL_CARRY_S: one person alone in view keeps their enrolment across a lost track."""
+        """See ENROL_CARRY_S: one person alone in view keeps their enrolment across a lost track,
+        when the new face appears where they were last seen (within a face width)."""
         if len(work) != 1 or work[0].state is None:
             if len(work) > 1:
                 self._lone_enrolment = None
             return
         w = work[0]
+        box = w.tracked.box
         if w.state.enrolled is not None:
-            self._lone_enrolment = (w.tracked.track_id, w.state.enrolled, now_s)
+            self._lone_enrolment = (w.tracked.track_id, w.state.enrolled, now_s, box)
         elif self._lone_enrolment is not None:
-            track_id, ref, seen_s = self._lone_enrolment
-            if track_id != w.tracked.track_id and now_s - seen_s <= ENROL_CARRY_S:
+            track_id, ref, seen_s, seen_box = self._lone_enrolment
+            width = max(seen_box[2] - seen_box[0], 1)
+            shift = np.hypot((box[0] + box[2] - seen_box[0] - seen_box[2]) / 2,
+                             (box[1] + box[3] - seen_box[1] - seen_box[3]) / 2)
+            if track_id != w.tracked.track_id and now_s - seen_s <= ENROL_CARRY_S and shift <= width:
                 w.state.enrolled = ref
-                self._lone_enrolment = (w.tracked.track_id, ref, now_s)
+                self._lone_enrolment = (w.tracked.track_id, ref, now_s, box)
 
     def _maybe_enrol(self, frame, track_id: int, state: TrackState, landmarks, source: str) -> None:
         """Keep the sharpest frontal unmasked view of a track (checked every few frames: cheap)."""

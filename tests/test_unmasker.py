@@ -20,9 +20,10 @@ def shipped_models():
 # over the ground-truth covering mask (3 channels). Measured on 2026-12-02 with the shipped
 # inpainter_fast (hole PSNR 21.1 dB on the test split): model 19.2 dB; the classical cv2.inpaint
 # baseline 12.7 dB; a flat grey fill 12.1 dB; even filling the hole with the true face's own mean
-# colour reaches only 18.5 dB. The threshold sits between the baseline and the model with
+# colour reaches only 18.5 dB. With the frame-resolution hole (eyes and brows kept, issue 14):
+# model 19.3 dB, classical 14.0 dB. The threshold sits between the baseline and the model with
 # margin on both sides: a grey or blurry inpainter cannot pass it.
-HOLE_PSNR_THRESHOLD_DB = 16.0
+HOLE_PSNR_THRESHOLD_DB = 17.0
 
 
 def hole_psnr(image: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> float:
