@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.report import BenchError, fmt, fmt_spread, log, md_table, ratio, summarize
+from benchmarks.report import BenchError, NullSink, fmt, fmt_spread, log, md_table, ratio, summarize
 
 PROG = "benchmarks.fps"
 DEFAULT_SOURCE = report.ROOT / "assets" / "sample.mp4"
@@ -188,19 +188,6 @@ def resolve_setups(args, models_ok: bool) -> tuple[list[Setup], list[str]]:
 
 
 # ----------------------------------------------------------------------------------- the trials
-
-class NullSink:
-    description = "null"
-
-    def open(self, info):
-        pass
-
-    def write(self, frame, image):
-        pass
-
-    def close(self):
-        pass
-
 
 class Recorder:
     """The pipeline's on_frame callback: when each frame came out, and its stage times."""

@@ -766,3 +766,18 @@ def add_output_arguments(group, no_plots_help: str, verbose: bool = True) -> Non
 def add_compare_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                         help="print two results files of this benchmark side by side (B/A ratios) and exit")
+
+
+class NullSink:
+    """A sink that discards frames: the benchmarks' runs without encoding."""
+
+    description = "null"
+
+    def open(self, info):
+        pass
+
+    def write(self, frame, image):
+        pass
+
+    def close(self):
+        pass

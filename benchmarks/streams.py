@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+
 from benchmarks import report
-from benchmarks.report import BenchError, fmt, log, md_table
+from benchmarks.report import BenchError, NullSink, fmt, log, md_table
 
 PROG = "benchmarks.fps --streams"
 CLIP_FPS = 25
@@ -44,17 +45,6 @@ def _clip(args):
     size = parse_resolution(res)
     return generated_clip(size, faces=1, frames=args.warmup + args.frames, fps=CLIP_FPS,
                           cache_dir=args.clips_dir, log=lambda m: log(m, args.quiet)), f"{size[0]}x{size[1]}"
-
-
-class _NullSink:
-    def open(self, info):
-        pass
-
-    def write(self, frame, image):
-        pass
-
-    def close(self):
-        pass
 
 
 class LocalTriton:
@@ -156,7 +146,7 @@ def one_run(clip: Path, n: int, engine: str, live: bool, args, triton: LocalTrit
     if live:
         sources = [PacedSource(s, fps=args.live_fps or CLIP_FPS) for s in sources]
     try:
-        multi = MultiStream([(s, [_NullSink()], make, []) for s in sources],
+        multi = MultiStream([(s, [NullSink()], make, []) for s in sources],
                             mode=Mode.LIVE if live else Mode.OFFLINE, on_frame=on_frame)
         results = multi.run()
     finally:
