@@ -36,9 +36,9 @@ class CpuCompositor:
             raise ValueError("as_tensor needs the GPU path (stream.gpu.GpuUnmasker); this one returns arrays")
         if not jobs:
             return ctx.image.copy(), 0.0
-        return self.inpaint_and_blend(ctx.image, jobs)
+        return self.inpaint_and_blend(ctx.image, jobs, video=ctx.video)
 
-    def inpaint_and_blend(self, frame: np.ndarray, jobs: list[InpaintJob]) -> tuple[np.ndarray, float]:
+    def inpaint_and_blend(self, frame: np.ndarray, jobs: list[InpaintJob], video: bool = False) -> tuple[np.ndarray, float]:
         size = self.window_size
         s_an = ANALYSER["input_size"]
         # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop); the same for every face
@@ -66,7 +66,7 @@ class CpuCompositor:
         for i, job in enumerate(jobs):
             if job.reference is not None:
                 points = transform_points(job.landmarks_crop, window_matrix(size))
-                redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i])
+                redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i], smooth=video)
         t_inpaint = (time.perf_counter() - t) * 1e3
         out = frame.copy()
         h, w = frame.shape[:2]

@@ -48,6 +48,7 @@ LIGHT_BAND_FRACTION = 14 / 128
 LIGHT_SIGMA_FRACTION = 14 / 128
 LIGHT_GAIN_RANGE = (0.5, 2.0)
 LOCAL_GAIN_SPREAD = (0.92, 1.08)
+LIGHT_SMOOTHING = 0.85     # video: share of the previous frame's relighting field kept
 # The reference's lower face is kept at this size (px): above any window it is drawn into
 # at 720p/1080p face sizes, so per-frame sampling never needs a filter.
 REFERENCE_WINDOW = 192
@@ -129,6 +130,7 @@ class ReferenceFace:
                                       borderMode=cv2.BORDER_REPLICATE)
         self.texture_points = (self.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
         self.visible = facing_triangles(self.landmarks)
+        self._gain = None         # the last frame's relighting field (smooth=True: video)
 
     @classmethod
     def from_image(cls, image_or_path, mesh=None) -> "ReferenceFace":
@@ -150,7 +152,7 @@ class ReferenceFace:
         return cls(image, landmarks, "photo", sharpness(image, landmarks))
 
     def render(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
-               fallback: np.ndarray) -> tuple[np.ndarray, float]:
+               fallback: np.ndarray, smooth: bool = False) -> tuple[np.ndarray, float]:
         """This face drawn into one inpainting window.
 
         window_points: (468, 2) the current face's landmarks in window pixels.
@@ -166,7 +168,8 @@ class ReferenceFace:
         share = float(covered[inside].mean()) if inside.any() else 0.0
         if share == 0.0:
             return fallback, 0.0
-        drawn = relight(drawn, covered, frame_window, hole)
+        drawn, gain = relight(drawn, covered, frame_window, hole, self._gain if smooth else None)
+        self._gain = gain if smooth else None
         # Fade from the render to the generative fill where the reference's texture ends.
         k = 2 * FALLBACK_FEATHER_PX + 1
         alpha = cv2.GaussianBlur(covered.astype(np.float32), (k, k), 0) * covered
@@ -193,10 +196,11 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
         x0, y0, x1, y1 = xs.min() - pad, ys.min() - pad, xs.max() + pad, ys.max() + pad
     near = (hi[:, 0] >= max(x0, 0)) & (lo[:, 0] < min(x1, size)) & (hi[:, 1] >= max(y0, 0)) & \
         (lo[:, 1] < min(y1, size))
-    fixed = np.round(corners * 16).astype(np.int32)
-    for t in draw_order(dst_points):
-        if use[t] and near[t]:
-            cv2.fillConvexPoly(ids, fixed[t], int(t), lineType=cv2.LINE_8, shift=4)
+    order = draw_order(dst_points)
+    order = order[use[order] & near[order]]
+    fixed = np.round(corners[order] * 16).astype(np.int32)
+    for t, pts in zip(order.tolist(), fixed):
+        cv2.fillConvexPoly(ids, pts, t, lineType=cv2.LINE_8, shift=4)
     covered = ids >= 0
     if not covered.any():
         return np.zeros((size, size, 3), np.float32), covered
@@ -259,7 +263,8 @@ def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.concatenate([lin, offset[..., None]], axis=2)
 
 
-def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
+            previous_gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Scale the render so that, just outside the hole, it matches the frame's own skin."""
     size = frame_window.shape[0]
     inside = (hole > 0.5).astype(np.uint8)
@@ -267,7 +272,7 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     ring = (cv2.dilate(inside, kernel) > 0) & (inside == 0) & covered
     if ring.sum() < 20:
-        return drawn
+        return drawn, previous_gain
     # The gain field is smooth by design: compute it on a quarter-size grid.
     small = max(8, size // 4)
     shrink = lambda x: cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
@@ -289,7 +294,11 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     # is a ring pixel that is not skin in one of the two images (measured: bright blotches).
     gain = np.clip(gain, overall * LOCAL_GAIN_SPREAD[0], overall * LOCAL_GAIN_SPREAD[1])
     gain = np.clip(gain, *LIGHT_GAIN_RANGE).astype(np.float32)
-    return drawn * cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)
+    if previous_gain is not None and previous_gain.shape == gain.shape:
+        # Light changes slowly; the ring's statistics jitter from frame to frame (measured: the
+        # reference path flickered 1.8x the generative one without this).
+        gain = (LIGHT_SMOOTHING * previous_gain + (1 - LIGHT_SMOOTHING) * gain).astype(np.float32)
+    return drawn * cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR), gain
 
 
 def face_window_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
