@@ -132,3 +132,10 @@ def align_face(landmarks: np.ndarray, canonical: np.ndarray | None = None,
         canonical = load_canonical_shape()
     dst = canonical[UPPER_FACE] * (size / CANONICAL_SIZE)
     return Alignment(fit_similarity(np.asarray(landmarks)[UPPER_FACE], dst), size)
+
+
+def yaw_proxy(landmarks: np.ndarray) -> float:
+    """Signed yaw proxy in [-1, 1] from 468 mesh points: the nose tip between the cheek outlines
+    (0 = frontal; about +-0.5 at 30 degrees)."""
+    left, right, nose = landmarks[234, 0], landmarks[454, 0], landmarks[1, 0]
+    return float(np.clip(2 * (nose - left) / max(right - left, 1e-3) - 1, -1, 1))

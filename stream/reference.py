@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from models.spec import CANONICAL_SIZE, window_matrix
-from stream.alignment import align_face
+from stream.alignment import align_face, yaw_proxy
 
 CANONICAL_OBJ = Path(__file__).resolve().parents[1] / "models" / "canonical_face_model.obj"
 # Triangles smaller than this (window px²) carry no texture worth warping and make
@@ -93,12 +93,6 @@ def facing_triangles(points: np.ndarray) -> np.ndarray:
     tris, _ = canonical_mesh()
     area = _signed_areas(points, tris)
     return (np.sign(area) == _front_winding()) & (np.abs(area) >= MIN_TRIANGLE_AREA)
-
-
-def yaw_proxy(points: np.ndarray) -> float:
-    """Signed yaw in [-1, 1]: nose tip between the cheek outlines (0 = frontal)."""
-    left, right, nose = points[234, 0], points[454, 0], points[1, 0]
-    return float(np.clip(2 * (nose - left) / max(right - left, 1e-3) - 1, -1, 1))
 
 
 def draw_order(points: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, decode_analyser, window_matrix
 from training.data.dataset import CACHE, FaceCache, RealSegCache, SampleMaker
 from stream.face_state import MASKED_FRACTION
-from training.metrics import (balanced_accuracy, iou_dice, nme, psnr, ssim_gray, _tile)
+from training.metrics import (balanced_accuracy, paste_window, iou_dice, nme, psnr, ssim_gray, _tile)
 
 ROOT = Path(__file__).resolve().parents[1]
 YAW_BINS = [(-1.01, -0.35, "left"), (-0.35, 0.35, "frontal"), (0.35, 1.01, "right")]
@@ -164,19 +164,6 @@ def evaluate_real_segmentation(models: Models, cache: Path = CACHE) -> dict:
     return {"n": len(ious), "iou": float(np.mean(ious)), "dice": float(np.mean(dices))}
 
 
-def _paste_window(crop256: np.ndarray, window: np.ndarray, matrix: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Put an inpainted window back into the canonical crop, inside the hole only."""
-    size = window.shape[0]
-    inv = cv2.invertAffineTransform(matrix)
-    w = cv2.warpAffine(window, inv, (CANONICAL_SIZE, CANONICAL_SIZE), flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
-    h = cv2.warpAffine(hole, inv, (CANONICAL_SIZE, CANONICAL_SIZE), flags=cv2.INTER_LINEAR)
-    out = crop256.copy()
-    sel = h > 0.5
-    out[sel] = w[sel]
-    return out
-
-
 def evaluate_inpainter(models: Models, faces: FaceCache, maker: SampleMaker, out: Path,
                        preset: str = "fast") -> dict:
     from models.spec import draw_landmark_map
@@ -197,8 +184,8 @@ def evaluate_inpainter(models: Models, faces: FaceCache, maker: SampleMaker, out
             ns = cv2.inpaint(holed, hole_u8, 5, cv2.INPAINT_NS)
             crop = faces.images[i]
             full_truth = crop
-            full_ours = _paste_window(crop, o, s["matrix"], hole)
-            full_telea = _paste_window(crop, telea, s["matrix"], hole)
+            full_ours = paste_window(crop, o, s["matrix"], hole)
+            full_telea = paste_window(crop, telea, s["matrix"], hole)
             row = dict(kind=s["kind"], yaw=yaw_bin(s["yaw"]),
                        psnr_hole=psnr(o, s["target"], hole), psnr_hole_telea=psnr(telea, s["target"], hole),
                        psnr_hole_ns=psnr(ns, s["target"], hole),

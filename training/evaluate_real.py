@@ -38,7 +38,7 @@ import numpy as np
 from models.spec import ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.data.synth import KINDS
-from training.metrics import balanced_accuracy, iou_dice, psnr, _tile
+from training.metrics import LEFT_EYE, RIGHT_EYE, balanced_accuracy, iou_dice, paste_window, psnr, _tile
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDING = ROOT.parent / "shared" / "weights" / "face-reidentification-retail-0095.onnx"
@@ -51,8 +51,6 @@ SKIN_POINTS = [151, 108, 337, 9, 117, 346, 118, 347]
 # ArcFace's five-point template (112 px) for the embedding's 128 px input.
 ARCFACE_5 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                       [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) * (128 / 112)
-LEFT_EYE = [33, 133, 160, 159, 158, 144, 145, 153]
-RIGHT_EYE = [362, 263, 387, 386, 385, 373, 374, 380]
 
 
 def ita_degrees(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
@@ -104,16 +102,6 @@ class Embedder:
         x = face.transpose(2, 0, 1)[None].astype(np.float32)
         e = self.session.run(None, {"data": x})[0].reshape(-1)
         return e / max(np.linalg.norm(e), 1e-9)
-
-
-def _paste(crop: np.ndarray, window: np.ndarray, matrix: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    size = crop.shape[0]
-    inv = cv2.invertAffineTransform(matrix)
-    w = cv2.warpAffine(window, inv, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    h = cv2.warpAffine(hole, inv, (size, size), flags=cv2.INTER_LINEAR)
-    out = crop.copy()
-    out[h > 0.5] = w[h > 0.5]
-    return out
 
 
 def _subset(faces: FaceCache, idx: np.ndarray) -> FaceCache:
@@ -181,7 +169,7 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
                     lab = mean_lab(img, hole)
                     row[f"de_{name}"] = delta_e(lab, truth_lab)
                     row[f"dL_{name}"], row[f"da_{name}"], row[f"db_{name}"] = (lab - truth_lab).tolist()
-                full = _paste(crop, img, s["matrix"], s["hole"])
+                full = paste_window(crop, img, s["matrix"], s["hole"])
                 e = embed(full, lm)
                 row[f"cos_{name}"] = float(e @ e_true)
                 row[f"emb_{name}"] = e
@@ -313,7 +301,7 @@ def clip_enrolment(clip: Path = ENROL_CLIP) -> dict:
     """
     import av
     from stream import Unmasker
-    from stream.reference import yaw_proxy
+    from stream.alignment import yaw_proxy
     if not clip.exists():
         return {"clip": str(clip), "n_masked_frames": 0, "note": "clip not found"}
     embed = Embedder()

@@ -54,6 +54,19 @@ def analyser_metrics(samples: list[dict], preds: list[dict]) -> dict:
                 gender_bacc_child=balanced_accuracy(g[child], gp[child]) if child.any() else float("nan"))
 
 
+def paste_window(crop256: np.ndarray, window: np.ndarray, matrix: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Put an inpainted window back into the canonical crop, inside the hole only."""
+    size = window.shape[0]
+    inv = cv2.invertAffineTransform(matrix)
+    w = cv2.warpAffine(window, inv, (crop256.shape[1], crop256.shape[0]), flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    h = cv2.warpAffine(hole, inv, (crop256.shape[1], crop256.shape[0]), flags=cv2.INTER_LINEAR)
+    out = crop256.copy()
+    sel = h > 0.5
+    out[sel] = w[sel]
+    return out
+
+
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     a = a.astype(np.float64)
     b = b.astype(np.float64)

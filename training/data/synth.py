@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stream.alignment import yaw_proxy
+
 # MaskTheFace's six anchors (a..f) as mesh points: a/c on the face outline at
 # mid-nose height, b on the nose bridge, d/f on the jaw, e under the chin.
 ANCHORS = {
@@ -77,10 +79,8 @@ def load_textures(root: Path) -> list[np.ndarray]:
     return tex
 
 
-def estimate_yaw(landmarks: np.ndarray) -> float:
-    """Signed yaw proxy in [-1, 1]: nose tip offset between the cheek outlines."""
-    left, right, nose = landmarks[234, 0], landmarks[454, 0], landmarks[1, 0]
-    return float(np.clip(2 * (nose - left) / max(right - left, 1e-3) - 1, -1, 1))
+# The training crops' yaw is the stream's own proxy (stream.alignment.yaw_proxy).
+estimate_yaw = yaw_proxy
 
 
 def _anchor_points(lm: np.ndarray, table: dict) -> np.ndarray:
