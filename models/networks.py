@@ -148,12 +148,35 @@ class UpStage(nn.Module):
         return y if self.full3x3 else x + F.leaky_relu(y, 0.2)
 
 
+SKIN_RING_PX = 5          # width of the band of visible pixels around the hole that gives the skin tone
+SKIN_Z_RANGE = 4.0        # normalised values are clipped to +-4 standard deviations of that band
+
+
+def skin_statistics(image, hole, ring_px: int = SKIN_RING_PX):
+    """Mean colour (per channel) and spread (one, shared) of the visible pixels bordering the hole.
+
+    The band right around the covering is the person's own cheeks, nose and chin: its statistics
+    carry the skin tone and the lighting of this face, whatever the data set was mostly made of.
+    """
+    k = 2 * ring_px + 1
+    ring = (F.max_pool2d(hole, k, 1, ring_px) - hole).clamp(0, 1)
+    count = ring.sum((2, 3), keepdim=True) + 1e-3
+    mean = (image * ring).sum((2, 3), keepdim=True) / count
+    var = (((image - mean) ** 2) * ring).sum((1, 2, 3), keepdim=True) / (3 * count)
+    # A floor on the spread: a flat, overexposed band must not blow the normalised values up.
+    return mean, torch.sqrt(var + 1e-4).clamp_min(0.02)
+
+
 class Inpainter(nn.Module):
-    def __init__(self, preset: str = "fast"):
+    def __init__(self, preset: str = "fast", skin_normalised: bool | None = None):
         super().__init__()
         cfg = INPAINTER_PRESETS[preset]
         c1, c2, c3 = cfg["channels"]
         self.preset = preset
+        # Predict in the colour space of the person's own visible skin (issue 12): the network sees
+        # the window normalised by the band around the hole and its output is de-normalised by it,
+        # so no face is drawn lighter, darker or pinker than its own cheeks by default.
+        self.skin_normalised = cfg.get("skin_normalised", False) if skin_normalised is None else skin_normalised
         # in: 3 holed image + 1 hole + 1 landmark map + 1 gender plane
         self.e1 = GatedConv(6, c1, 5, 2)                 # /2
         self.e2 = GatedConv(c1, c2, 3, 2)                # /4
@@ -168,8 +191,15 @@ class Inpainter(nn.Module):
     def forward(self, image, hole, landmark_map, gender):
         """image: N,3,H,W in [0,1]; hole: N,1,H,W (1 = redraw); gender: N (0 male .. 1 female)."""
         holed = image * (1 - hole)
+        if self.skin_normalised:
+            mean, spread = skin_statistics(image, hole)
+            # Mapped back into [0, 1] around 0.5 so the layers see values of the usual range.
+            z = ((image - mean) / spread).clamp(-SKIN_Z_RANGE, SKIN_Z_RANGE)
+            net_in = (0.5 + z / (2 * SKIN_Z_RANGE)) * (1 - hole)
+        else:
+            net_in = holed
         g = gender.view(-1, 1, 1, 1).expand_as(hole)
-        x0 = torch.cat([holed, hole, landmark_map, g], 1)
+        x0 = torch.cat([net_in, hole, landmark_map, g], 1)
         x1 = self.e1(x0)
         x2 = self.e2(x1)
         x = self.e3(x2)
@@ -180,6 +210,8 @@ class Inpainter(nn.Module):
         x = self.d2(x, x1)
         x = self.d1(x, x0)
         pred = torch.sigmoid(self.out(x))
+        if self.skin_normalised:
+            pred = (mean + spread * (pred - 0.5) * (2 * SKIN_Z_RANGE)).clamp(0, 1)
         # Only the hole is redrawn; known pixels pass through untouched.
         return holed + pred * hole
 

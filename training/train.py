@@ -240,7 +240,7 @@ class InpainterTrainer(Trainer):
         super().__init__(args)
         self.preset = args.preset
         self.size = INPAINTER_PRESETS[args.preset]["size"]
-        self.G = Inpainter(args.preset).to(self.device)
+        self.G = Inpainter(args.preset, skin_normalised=args.skin_normalised).to(self.device)
         self.D = PatchDiscriminator().to(self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=args.lr, betas=(0.5, 0.9))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=args.lr, betas=(0.5, 0.9))
@@ -395,6 +395,9 @@ def main(argv=None) -> int:
     ap.add_argument("--export-dir", type=Path, default=WEIGHTS_DIR,
                     help="where improved weights are exported (default: the shipped weights folder; "
                          "give a candidates folder to promote them only after training.evaluate --real)")
+    ap.add_argument("--skin-normalised", action=argparse.BooleanOptionalAction, default=None,
+                    help="inpainter: predict in the colour space of the visible skin around the hole "
+                         "(default: the preset's setting in models.spec.INPAINTER_PRESETS)")
     ap.add_argument("--init-from", type=Path, help="warm start from a checkpoint (matching weights only)")
     ap.add_argument("--init-skip", nargs="*", default=[], metavar="PREFIX",
                     help="parameter name prefixes not taken from --init-from (e.g. fc. landmarks.)")
