@@ -40,6 +40,7 @@ REFINE_ABOVE = 1.5       # guided refinement when one mask pixel spans more fram
 GUIDE_EPS = 1e-3         # guided filter regularisation, guide in [0, 1] (edges of contrast >~ 0.03)
 BAND = 4.0               # mask pixels each side of the crop's edge re-decided by colour
 COLOURS = 4              # k-means colours per side (patterned coverings, skin + background)
+KMEANS_SAMPLES = 1200    # pixels per side the colours are fitted to
 
 
 @dataclass
@@ -92,19 +93,28 @@ def snap_to_colours(roi_bgr: np.ndarray, inside: np.ndarray, band: int, seed: in
     unsure = ~sure_in & (depth_out <= band)
     if min(np.count_nonzero(sure_in), np.count_nonzero(near_out)) < COLOURS * 4 or not unsure.any():
         return inside
-    lab = cv2.cvtColor(roi_bgr, cv2.COLOR_BGR2LAB).astype(np.float32)
     rng = np.random.default_rng(seed)
 
-    def centres(sel):
-        px = lab[sel]
-        px = px[rng.integers(0, len(px), 1200)] if len(px) > 1200 else px
+    def sample(sel, n=KMEANS_SAMPLES):
+        ys, xs = np.nonzero(sel)
+        if len(ys) > n:
+            pick = rng.integers(0, len(ys), n)
+            ys, xs = ys[pick], xs[pick]
+        return roi_bgr[ys, xs]
+
+    # Only the pixels looked at go to Lab (the band and two samples: ~a third of the region).
+    px_in, px_out, px_unsure = sample(sure_in), sample(near_out), roi_bgr[unsure]
+    lab = cv2.cvtColor(np.concatenate([px_in, px_out, px_unsure])[None], cv2.COLOR_BGR2LAB)[0]
+    lab = lab.astype(np.float32)
+    lab_in, lab_out, px = lab[:len(px_in)], lab[len(px_in):len(px_in) + len(px_out)], lab[len(px_in) + len(px_out):]
+
+    def centres(samples):
         crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 8, 1.0)
         cv2.setRNGSeed(seed)
-        _, _, c = cv2.kmeans(px, COLOURS, None, crit, 1, cv2.KMEANS_PP_CENTERS)
+        _, _, c = cv2.kmeans(samples, COLOURS, None, crit, 1, cv2.KMEANS_PP_CENTERS)
         return c
 
-    c_in, c_out = centres(sure_in), centres(near_out)
-    px = lab[unsure]
+    c_in, c_out = centres(lab_in), centres(lab_out)
 
     def nearest(c):      # squared distance to the nearest centre, as |c|^2 - 2 x.c (|x|^2 cancels)
         return ((c * c).sum(1)[None] - 2 * px @ c.T).min(1)
@@ -182,7 +192,7 @@ def frame_hole(frame: np.ndarray, mask_crop: np.ndarray, alignment: Alignment, l
         roi = frame[y0:y1, x0:x1]
         # Colours are decided at <= ~2 frame pixels per mask pixel (a quarter of the work at
         # 1080p); the guided filter below puts the edge back at full resolution.
-        step = max(1, int(px_per_mask // 2))
+        step = max(1, int(round(px_per_mask / 2)))
         # Smoothed along the frame's edges (a grey guide: a third of a colour guide's cost).
         guide = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1.0 / 255.0)
         if step > 1:
