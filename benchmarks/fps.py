@@ -9,6 +9,10 @@
 
 For every clip x method x backend, each repeat runs the same frames through:
 
+* floor      - the same Pipeline, source and sink with nothing in between (bare decode ->
+               encode of the same frames): what the machine allows this run; every FPS is
+               also reported as a multiple of it ("x floor"), which holds across machines
+               whose speed differs (the issues' targets assume a ~50 FPS floor at 720p);
 * pipelined  - stream.pipeline.Pipeline in offline mode (capture, inference and output
                threads, lossless): the engine users run;
 * sequential - decode -> Unmasker.process -> encode in one thread, the naive loop;
@@ -39,7 +43,7 @@ from benchmarks.report import BenchError, NullSink, fmt, fmt_spread, log, md_tab
 PROG = "benchmarks.fps"
 DEFAULT_SOURCE = report.ROOT / "assets" / "sample.mp4"
 STAGES = ("decode", "track", "align", "analyse", "inpaint", "composite", "encode")
-ENGINES = ("pipelined", "sequential", "live")
+ENGINES = ("floor", "pipelined", "sequential", "live")
 METHODS = ("model", "classical", "auto")
 SINKS = ("h264", "null")
 
@@ -202,6 +206,19 @@ class Recorder:
                           "masked": sum(1 for f in res.faces if f.masked), "index": frame.index})
 
 
+class PassThrough:
+    """The floor's unmasker: every frame out as it came in, no faces."""
+
+    tracks_ahead = False
+
+    def process(self, frame_bgr, timestamp_ms=None):
+        from stream.unmasker import Result
+        return Result(frame_bgr, [], {})
+
+    def close(self) -> None:
+        pass
+
+
 class Runner:
     def __init__(self, args, out_dir: Path, machine: dict):
         self.args = args
@@ -278,6 +295,21 @@ class Runner:
             self._clean()
         out = _summary(rec.rows, t0, frames, decode_key="decode")
         out.update(resources=_with_base(mon.result, rss0), pipeline_stats=_pipeline_stats(stats))
+        return out
+
+    def floor(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
+        from stream.pipeline import Mode
+        source = self.open_clip(clip)
+        try:
+            for _ in range(self.args.warmup):      # the same frames as the other engines measure
+                if source.read() is None:
+                    raise BenchError(f"{source.info.description} ended during the {self.args.warmup} warm-up frames", 1)
+            rec, t0, stats, mon = self.run_pipeline(source, clip, PassThrough(), Mode.OFFLINE, frames)
+        finally:
+            source.close()
+            self._clean()
+        out = _summary(rec.rows, t0, frames, decode_key="decode")
+        out.update(resources=_with_base(mon.result, None), pipeline_stats=_pipeline_stats(stats))
         return out
 
     def sequential(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
@@ -443,7 +475,7 @@ def _aggregate(trials: list[dict]) -> dict:
 
 def run_config(runner: Runner, clip: ClipSpec, setup: Setup, args, frames: int, quiet: bool,
                backend_used: str | None = None) -> dict:
-    engines = ["live"] if clip.live else ["pipelined", "sequential"] + (["live"] if args.live else [])
+    engines = ["live"] if clip.live else ["floor", "pipelined", "sequential"] + (["live"] if args.live else [])
     trials = {e: [] for e in engines}
     tag = f"{clip.label} · {setup.method}" + (f" · {backend_used or setup.backend}" if setup.method == "model" else "")
     for r in range(args.repeats):
@@ -459,7 +491,10 @@ def run_config(runner: Runner, clip: ClipSpec, setup: Setup, args, frames: int, 
     speedup = ratio(pip["fps"]["median"], seq["fps"]["median"]) if pip and seq else None
     per_repeat = [ratio(a["fps"], b["fps"]) for a, b in zip(trials.get("pipelined", []),
                                                             trials.get("sequential", []))]
-    return {"engines": engines_out, "speedup": speedup, "speedup_per_repeat": summarize(per_repeat)}
+    floor = engines_out.get("floor")
+    x_floor = ratio(pip["fps"]["median"], floor["fps"]["median"]) if pip and floor else None
+    return {"engines": engines_out, "speedup": speedup, "speedup_per_repeat": summarize(per_repeat),
+            "x_floor": x_floor}
 
 
 # -------------------------------------------------------------------------------------- outputs
@@ -484,6 +519,9 @@ def _rows(configs: list[dict]) -> list[dict]:
             m["pipelined_fps"] = e["pipelined"]["fps"]["median"]
             m["sequential_fps"] = e["sequential"]["fps"]["median"]
             m["speedup"] = c["speedup"]
+        if "floor" in e:
+            m["floor_fps"] = e["floor"]["fps"]["median"]
+            m["x_floor"] = c.get("x_floor")
             m["pipelined_cpu_pct"] = e["pipelined"]["cpu_pct"]["median"]
             m["pipelined_peak_rss_mb"] = e["pipelined"]["peak_rss_mb"]
         if "live" in e:
@@ -531,7 +569,7 @@ def markdown(result: dict) -> str:
     rows = []
     for c in ok:
         e = c["engines"]
-        pip, seq, live = e.get("pipelined"), e.get("sequential"), e.get("live")
+        pip, seq, live, floor = e.get("pipelined"), e.get("sequential"), e.get("live"), e.get("floor")
         lat = (f"{fmt(live['latency_ms']['p50'], 0)} / {fmt(live['latency_ms']['p95'], 0)} / "
                f"{fmt(live['latency_ms']['p99'], 0)}") if live else "–"
         main = pip or live
@@ -539,18 +577,22 @@ def markdown(result: dict) -> str:
             c["key"]["source"] if c["key"]["source"] != "generated" else "generated",
             c["key"]["resolution"] or "–", c["key"]["faces"] or "–",
             c["key"]["method"], c["key"]["backend"],
-            fmt_spread(pip["fps"]) if pip else "–", fmt_spread(seq["fps"]) if seq else "–",
+            fmt_spread(floor["fps"]) if floor else "–",
+            fmt_spread(pip["fps"]) if pip else "–", f"{c['x_floor']:.2f}×" if c.get("x_floor") else "–",
+            fmt_spread(seq["fps"]) if seq else "–",
             f"{c['speedup']:.2f}×" if c.get("speedup") else "–",
             lat, fmt(live["dropped_pct"]["median"], 0, " %") if live else "–",
             fmt(main["cpu_pct"]["median"], 0), fmt(main["peak_rss_mb"], 0), fmt(main["unmasker_rss_mb"], 0),
             fmt(main["gpu_mem_peak_mb"], 0) if main["gpu_mem_peak_mb"] is not None else "–",
             fmt(main["mean_faces"], 2) + (f" / {c['key']['faces']}" if c["key"]["faces"] else ""),
         ])
-    lines.append(md_table(["source", "resolution", "faces", "method", "backend", "pipelined FPS",
-                           "sequential FPS", "speedup", "live latency p50/p95/p99 ms", "live dropped",
+    lines.append(md_table(["source", "resolution", "faces", "method", "backend", "floor FPS", "pipelined FPS",
+                           "× floor", "sequential FPS", "speedup", "live latency p50/p95/p99 ms", "live dropped",
                            "CPU %", "peak RSS MB", "RSS Δ MB", "GPU MB", "faces found"], rows,
-                          ["l", "l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
-    lines += ["", "Speedup = pipelined FPS / sequential FPS on the same frames. CPU % = process CPU time / "
+                          ["l", "l", "r", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+    lines += ["", "Floor = the same pipeline, source and sink with nothing in between (decode -> encode of the "
+              "same frames) in the same run; × floor = pipelined FPS / floor FPS (a 30 FPS target at a 50 FPS "
+              "floor is 0.6×). Speedup = pipelined FPS / sequential FPS on the same frames. CPU % = process CPU time / "
               "wall time of the pipelined run (100 = one core). Peak RSS: the whole process (it includes what earlier "
               "configurations left behind); RSS Δ: peak of the run minus the process's memory before its Unmasker "
               "was created. Live: the clip played at its frame rate "

@@ -1,8 +1,14 @@
 """The threaded capture -> inference -> output pipeline.
 
-Three threads joined by bounded queues:
+Threads joined by bounded queues:
 
     capture (source.read) --q_in--> inference (Unmasker.process) --q_out--> output (sinks)
+
+With an Unmasker that `tracks_ahead` (the CPU path), the inference is two threads, so the face
+tracker of frame n+1 runs while the models of frame n do (on two cores the single inference
+thread was the bottleneck; mediapipe, ONNX Runtime and OpenCV release the GIL):
+
+    capture --q_in--> tracking (Unmasker.track_frame) --q_tracked--> inference (finish_frame) --q_out--> output
 
 Modes:
 
@@ -149,6 +155,9 @@ class Pipeline:
         live = self.mode is Mode.LIVE
         self.q_in = DropOldestQueue(1) if live else BlockingQueue(4)
         self.q_out = DropOldestQueue(2) if live else BlockingQueue(4)
+        # Tracked frames waiting for the models (used when the unmasker tracks ahead): live, the
+        # models take the newest; offline, back-pressure.
+        self.q_tracked = DropOldestQueue(1) if live else BlockingQueue(2)
         self._stop = threading.Event()
         self._errors: list[tuple[str, BaseException]] = []
         self._stopped_by = ""
@@ -202,41 +211,90 @@ class Pipeline:
         finally:
             self.q_in.put(_END, self._stop)
 
+    def _frames_in_order(self, upstream: str):
+        """The frames of q_in, each with its timestamp (ms, monotonic); stops at the end marker,
+        a stop, or when `upstream` has finished and nothing is left."""
+        last_ts = -1.0
+        while True:
+            try:
+                item = self.q_in.get(_POLL_S)
+            except queue.Empty:
+                # Upstream finished (or died) and nothing is left: done.
+                if self._stop.is_set() or (self._finished[upstream].is_set() and self.q_in.qsize() == 0):
+                    return
+                continue
+            if item is _END:
+                return
+            frame: Frame = item
+            # Timestamps: the source's own for files (so results are
+            # reproducible), the monotonic capture clock for live input.
+            ts = frame.timestamp_s if self.mode is Mode.OFFLINE else None
+            ts_ms = (ts * 1000.0) if ts is not None else frame.capture_time * 1000.0
+            if ts_ms <= last_ts:       # repeated / missing pts: keep the clock monotonic
+                ts_ms = last_ts + 1e-3
+            last_ts = ts_ms
+            yield frame, ts_ms
+
+    def _tracking(self, unmasker) -> None:
+        try:
+            for frame, ts_ms in self._frames_in_order("capture"):
+                self.q_tracked.put((frame, unmasker.track_frame(frame.image, timestamp_ms=ts_ms)), self._stop)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail("tracking", exc)
+        finally:
+            self.q_tracked.put(_END, self._stop)
+
+    def _tracked_frames(self):
+        while True:
+            try:
+                item = self.q_tracked.get(_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set() or (self._finished["tracking"].is_set() and self.q_tracked.qsize() == 0):
+                    return
+                continue
+            if item is _END:
+                return
+            yield item
+
     def _inference(self) -> None:
         try:
             unmasker = self.make_unmasker()
         except BaseException as exc:  # noqa: BLE001
             self._fail("inference", exc)
+            self._finished["tracking"].set()
             return
         self._unmasker_ready.set()
-        last_ts = -1.0
-        try:
-            while True:
+        tracking = None
+        if getattr(unmasker, "tracks_ahead", False):
+            def body():
                 try:
-                    item = self.q_in.get(_POLL_S)
-                except queue.Empty:
-                    # Upstream finished (or died) and nothing is left: done.
-                    if self._stop.is_set() or (self._finished["capture"].is_set()
-                                               and self.q_in.qsize() == 0):
-                        break
-                    continue
-                if item is _END:
-                    break
-                frame: Frame = item
-                # Timestamps: the source's own for files (so results are
-                # reproducible), the monotonic capture clock for live input.
-                ts = frame.timestamp_s if self.mode is Mode.OFFLINE else None
-                ts_ms = (ts * 1000.0) if ts is not None else frame.capture_time * 1000.0
-                if ts_ms <= last_ts:       # repeated / missing pts: keep the clock monotonic
-                    ts_ms = last_ts + 1e-3
-                last_ts = ts_ms
-                res = unmasker.process(frame.image, timestamp_ms=ts_ms)
-                frame.stages.update(res.timings_ms)
-                self.q_out.put((frame, res), self._stop)
+                    self._tracking(unmasker)
+                finally:
+                    self._finished["tracking"].set()
+            tracking = threading.Thread(target=body, name="tracking", daemon=True)
+            tracking.start()
+        else:
+            self._finished["tracking"].set()
+        try:
+            if tracking is not None:
+                for frame, tracked in self._tracked_frames():
+                    res = unmasker.finish_frame(tracked)
+                    frame.stages.update(res.timings_ms)
+                    self.q_out.put((frame, res), self._stop)
+            else:
+                for frame, ts_ms in self._frames_in_order("capture"):
+                    res = unmasker.process(frame.image, timestamp_ms=ts_ms)
+                    frame.stages.update(res.timings_ms)
+                    self.q_out.put((frame, res), self._stop)
         except BaseException as exc:  # noqa: BLE001
             self._fail("inference", exc)
         finally:
             try:
+                # The tracker must be done with the unmasker before it is closed (it is, after the
+                # end marker; after an error the stop makes it finish its frame and leave).
+                if tracking is not None and not self._finished["tracking"].wait(self.STOP_GRACE_S):
+                    self.stop("inference ended")
+                    self._finished["tracking"].wait(self.STOP_GRACE_S)
                 unmasker.close()
             finally:
                 self.q_out.put(_END, self._stop)
@@ -308,7 +366,7 @@ class Pipeline:
             self._sinks_closed = True
 
     def _dropped(self) -> int:
-        return self.q_in.dropped + self.q_out.dropped + getattr(self.source.stats, "dropped", 0)
+        return self.q_in.dropped + self.q_tracked.dropped + self.q_out.dropped + getattr(self.source.stats, "dropped", 0)
 
     def _stalled(self) -> bool:
         """Whether no frame came out and no thread finished for GIVE_UP_S (a slow model that
@@ -360,7 +418,7 @@ class Pipeline:
         # Ctrl-C landing inside Thread.join() can leave CPython believing a
         # thread has stopped while it still runs (the output thread would then
         # be killed at exit before finalising the file).
-        self._finished = {name: threading.Event() for name in ("capture", "inference", "output")}
+        self._finished = {name: threading.Event() for name in ("capture", "tracking", "inference", "output")}
 
         def thread(target, name):
             def body():

@@ -75,6 +75,15 @@ class Result:
 
 
 @dataclass
+class TrackedFrame:
+    """A frame after the tracker (`Unmasker.track_frame`), waiting for `Unmasker.finish_frame`."""
+    ctx: FrameContext
+    tracked: list[TrackedFace]
+    tracker: Tracker
+    track_ms: float
+
+
+@dataclass
 class _FaceWork:
     """One face on its way through a frame's stages."""
 
@@ -268,13 +277,38 @@ class Unmasker:
     def process(self, frame_bgr: np.ndarray, timestamp_ms: float | None = None, *, as_tensor: bool = False) -> Result:
         """One frame: a still without `timestamp_ms`, a video frame with it. `as_tensor` (GPU path only)
         leaves the output image on the device."""
+        return self.finish_frame(self.track_frame(frame_bgr, timestamp_ms, as_tensor=as_tensor))
+
+    @property
+    def tracks_ahead(self) -> bool:
+        """Whether `track_frame` of the next frame may run while `finish_frame` of this one does
+        (stream.pipeline then runs them on two threads). Not with a per-frame store: the GPU
+        path keeps one device copy of the frame for all of its stages."""
+        return self._frames is None
+
+    def track_frame(self, frame_bgr: np.ndarray, timestamp_ms: float | None = None, *,
+                    as_tensor: bool = False) -> "TrackedFrame":
+        """The first half of `process`: the checks and the tracker. Frames go through `track_frame`
+        in order and then through `finish_frame` in the same order; with `tracks_ahead`, the
+        tracker of frame n+1 may run while frame n is finished (the tracker keeps its own state,
+        the other stages theirs)."""
         ctx = self._context(frame_bgr, timestamp_ms, as_tensor)
         try:
             t0 = time.perf_counter()
             tracker = self.tracker(RunningMode.VIDEO if ctx.video else RunningMode.IMAGE)
             tracked = tracker.process(frame_bgr)
+        except BaseException:
+            if self._frames is not None:
+                self._frames.release()
+            raise
+        return TrackedFrame(ctx, tracked, tracker, (time.perf_counter() - t0) * 1e3)
+
+    def finish_frame(self, frame: "TrackedFrame") -> Result:
+        """The second half of `process`: align, analyse, decide and composite the tracked faces."""
+        ctx = frame.ctx
+        try:
             t1 = time.perf_counter()
-            work = self._align(ctx, tracked, tracker)
+            work = self._align(ctx, frame.tracked, frame.tracker)
             t2 = time.perf_counter()
             self._analyse(ctx, work)
             t3 = time.perf_counter()
@@ -285,7 +319,7 @@ class Unmasker:
         finally:
             if self._frames is not None:
                 self._frames.release()
-        timings = {"track": (t1 - t0) * 1e3, "align": (t2 - t1) * 1e3, "analyse": (t3 - t2) * 1e3,
+        timings = {"track": frame.track_ms, "align": (t2 - t1) * 1e3, "analyse": (t3 - t2) * 1e3,
                    "inpaint": t_inpaint, "composite": (t5 - t4) * 1e3 - t_inpaint}
         return Result(image, faces, timings)
 

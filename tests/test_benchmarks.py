@@ -84,7 +84,11 @@ def test_fps_json_schema(fps_run):
             assert c["reason"]                                          # skipped / failed say why
     for c in ok:
         assert c["key"]["resolution"] == "320x240" and c["key"]["faces"] == 1
-        assert set(c["engines"]) == {"pipelined", "sequential", "live"}
+        assert set(c["engines"]) == {"floor", "pipelined", "sequential", "live"}
+        # The floor (decode -> encode of the same frames, same run) and the pipeline's multiple of it.
+        floor, pip = c["engines"]["floor"], c["engines"]["pipelined"]
+        assert floor["mean_faces"] == 0 and floor["trials"][0]["frames"] == FRAMES
+        assert math.isclose(c["x_floor"], pip["fps"]["median"] / floor["fps"]["median"], rel_tol=1e-9)
         for e in c["engines"].values():
             assert set(e["stages"]) == set(STAGES)
             for k in ("fps", "cpu_pct"):
@@ -96,7 +100,7 @@ def test_fps_json_schema(fps_run):
 def test_fps_numbers_add_up(fps_run):
     for c in [c for c in fps_run["data"]["configs"] if c["status"] == "ok"]:
         eng = c["engines"]
-        for name in ("pipelined", "sequential"):
+        for name in ("floor", "pipelined", "sequential"):
             t = eng[name]["trials"][0]
             assert t["frames"] == t["frames_given"] == FRAMES               # frames counted = given
             assert t["fps"] > 0 and math.isclose(t["fps"], t["frames"] / t["duration_s"], rel_tol=1e-9)

@@ -298,3 +298,100 @@ def test_long_runs_keep_bounded_statistics(monkeypatch):
     assert all(len(s.samples()) == 64 for s in structures)       # not one entry per frame
     assert stats.stages["track"]["n"] == 500 and stats.stages["track"]["mean_ms"] == pytest.approx(0.1)
     assert stats.mean_faces == 0.0 and set(stats.latency_ms) == {"p50", "p95", "p99"}
+
+
+class TrackingAheadUnmasker(FakeUnmasker):
+    """A two-step unmasker (like stream.Unmasker on the CPU): `track_frame` then `finish_frame`,
+    each slow; records when each step of each frame ran."""
+
+    tracks_ahead = True
+
+    def __init__(self, delay_s=0.01, fail_track_at=None):
+        super().__init__(delay_s)
+        self.fail_track_at = fail_track_at
+        self.tracked, self.finished, self.spans = [], [], {}
+        self.lock = threading.Lock()
+
+    def track_frame(self, image, timestamp_ms=None):
+        if self.fail_track_at is not None and len(self.tracked) == self.fail_track_at:
+            raise RuntimeError("tracker exploded")
+        t0 = time.monotonic()
+        time.sleep(self.delay_s)
+        self.tracked.append(int(image[0, 0, 0]))
+        self.spans[("track", int(image[0, 0, 0]))] = (t0, time.monotonic())
+        return (image, timestamp_ms)
+
+    def finish_frame(self, tracked):
+        image, ts = tracked
+        t0 = time.monotonic()
+        time.sleep(self.delay_s)
+        self.finished.append(int(image[0, 0, 0]))
+        self.timestamps.append(ts)
+        self.spans[("finish", int(image[0, 0, 0]))] = (t0, time.monotonic())
+        return Result(image + 1, [], {"track": 0.1, "inpaint": 0.2})
+
+
+def test_a_tracking_ahead_unmasker_runs_on_two_threads_lossless_and_in_order():
+    src, sink, um = ListSource(40), MemorySink(), TrackingAheadUnmasker(delay_s=0.01)
+    stats = run_bounded(Pipeline(src, [sink], lambda: um))["stats"]
+    assert stats.frames_out == 40 and stats.frames_dropped == 0
+    assert um.tracked == um.finished == list(range(40)) and um.calls == 0   # never the one-step path
+    assert [f[2] for f in sink.frames] == [i + 1 for i in range(40)]
+    assert um.timestamps == [float(i * 40) for i in range(40)]
+    # The tracker of a later frame ran while an earlier frame was being finished.
+    overlaps = sum(1 for i in range(1, 40)
+                   if um.spans[("track", i)][0] < um.spans[("finish", i - 1)][1]
+                   and um.spans[("finish", i - 1)][0] < um.spans[("track", i)][1])
+    assert overlaps >= 20
+    assert um.closed
+
+
+def test_an_error_in_the_tracking_thread_stops_everything_cleanly():
+    src, sink = ListSource(1000), MemorySink()
+    um = TrackingAheadUnmasker(delay_s=0.001, fail_track_at=5)
+    out = run_bounded(Pipeline(src, [sink], lambda: um))
+    assert isinstance(out["error"], RuntimeError) and "tracker" in str(out["error"])
+    assert sink.closed and um.closed and out["error"].pipeline_stats.frames_out <= 5
+
+
+def test_live_with_a_tracking_ahead_unmasker_keeps_latency_bounded():
+    src, sink = ListSource(200, live=True, interval_s=0.005), MemorySink()
+    stats = run_bounded(Pipeline(src, [sink], lambda: TrackingAheadUnmasker(delay_s=0.03)))["stats"]
+    assert stats.frames_dropped > 100 and stats.frames_out + stats.frames_dropped == stats.frames_in
+    idx = [f[0] for f in sink.frames]
+    assert idx == sorted(idx)
+    assert stats.latency_ms["p95"] < 500
+
+
+def test_the_real_unmasker_gives_the_same_frames_on_two_threads_as_frame_by_frame():
+    # stream.Unmasker tracks ahead on the CPU: frame n+1's tracker runs beside frame n's models.
+    # That must not change a pixel against calling process() frame by frame.
+    from pathlib import Path
+
+    from stream import Unmasker
+    from stream.sources import open_source
+
+    sample = str(Path(__file__).resolve().parents[1] / "assets" / "sample.mp4")
+
+    class ImageSink(MemorySink):
+        def write(self, frame, image):
+            self.frames.append(image.copy())
+
+    sink, um = ImageSink(), Unmasker(method="model")
+    assert um.tracks_ahead
+    src = open_source(sample)
+    try:
+        stats = run_bounded(Pipeline(src, [sink], lambda: um, max_frames=48), timeout=120)["stats"]
+    finally:
+        src.close()
+    assert stats.frames_out == 48
+    src = open_source(sample)
+    expected, redrawn = [], 0
+    with Unmasker(method="model") as ref:
+        for _ in range(48):
+            f = src.read()
+            expected.append(ref.process(f.image, timestamp_ms=f.timestamp_s * 1000.0).image)
+            redrawn += not np.array_equal(expected[-1], f.image)
+    src.close()
+    assert redrawn >= 12                  # the sample's face is masked from frame 26 on: redrawn
+    assert sum(1 for a, b in zip(sink.frames, expected) if not np.array_equal(a, b)) == 0
