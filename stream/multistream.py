@@ -288,10 +288,12 @@ class StreamUnmasker(Unmasker):
                                                 INPAINTER_PRESETS[preset]["size"])
         super().__init__(preset=preset, analyser=analyser, compositor=CpuCompositor(reconstructor), **kwargs)
 
-    def process(self, frame_bgr, timestamp_ms=None):
+    def finish_frame(self, frame):
+        # The model calls happen here (process() comes through here too): while this stream is in
+        # them, the batcher waits for its requests before it runs a batch.
         self.batcher.set_busy(self.client, True)
         try:
-            return super().process(frame_bgr, timestamp_ms=timestamp_ms)
+            return super().finish_frame(frame)
         finally:
             self.batcher.set_busy(self.client, False)
 
