@@ -330,7 +330,10 @@ class FaceTracker:
                     self.stats["roi_mesh_faces"] += 1
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
         # YuNet's scan runs one pass per scheduled frame, and every frame while nothing is tracked.
-        periodic = video and (self._frame % self.redetect_every == 0 or (self._yunet is not None and not self._tracks))
+        scan = self._scan if self._yunet is not None else None
+        every = self.redetect_every * (scan.backoff if scan is not None else 1)
+        periodic = video and (self._frame % every == 0 or (scan is not None and not self._tracks))
+        found_before = len(faces)
         # Re-detection policy (video): when a tracked face went missing this
         # frame, and every `redetect_every` frames while below max_faces (new
         # faces; the mesh's own detector already looks every frame for large ones).
@@ -353,6 +356,8 @@ class FaceTracker:
                 else:
                     self.stats["crop_mesh_faces"] += 1
                 faces.append(FaceCandidate(lm, landmarks_box(lm, shape), source, score))
+        if periodic and scan is not None:
+            scan.record(found=len(faces) > found_before or missing_tracked)
         self._frame += 1
         if not video:
             return [TrackedFace(i, f.landmarks, f.box, f.source, f.score, True) for i, f in enumerate(faces)]

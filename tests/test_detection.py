@@ -142,3 +142,42 @@ def test_benchmark_reference_and_eye_disks_map_back_to_the_frame(detector):
     assert _yaw_proxy(np.float32([[0, 0], [10, 0], [5, 5], [2, 9], [8, 9]])) == 0.0
     bins = _by_bins([25, 30, 50, 100], [True, False, True, True], ((20, 40), (40, 80), (80, 10_000)))
     assert [v["recall"] for v in bins.values()] == [0.5, 1.0, 1.0]
+
+
+def test_scan_schedule_backs_off_after_a_quiet_cycle_and_resets_on_a_find(detector):
+    from stream.detection import SCAN_BACKOFF, ScanSchedule
+
+    scan = ScanSchedule(detector)
+    n = len(detector.scan_passes(720, 1280))
+    for _ in range(n - 1):
+        scan.next(720, 1280)
+        scan.record(found=False)
+    assert scan.backoff == 1                       # not yet a whole quiet cycle
+    scan.next(720, 1280)
+    scan.record(found=False)
+    assert scan.backoff == SCAN_BACKOFF
+    scan.next(720, 1280)
+    scan.record(found=True)
+    assert scan.backoff == 1
+
+
+def test_scanning_halves_in_a_steady_scene_and_new_faces_are_still_found():
+    from stream.tracking import FaceTracker, RunningMode
+
+    one, crowd = FrameRenderer((960, 540), 1), FrameRenderer((960, 540), 16)
+    tracker = FaceTracker(RunningMode.VIDEO, max_faces=16)
+    for i in range(24):                            # one person, nothing new: a whole quiet cycle
+        assert len(tracker.process(one.render(i))) == 1
+    assert tracker._scan.backoff == 2
+    runs = tracker._yunet.runs
+    for i in range(24, 72):
+        tracker.process(one.render(i))
+    assert tracker._yunet.runs - runs <= 48 // 8 + 1   # one pass every 8 frames, not every 4
+    # A crowd walks in (the one face leaves): the scan is back at full rate and finds all of them
+    # as fast as it does from a cold start (test_tracker_finds_every_face_of_a_crowd_and_keeps_their_ids).
+    for i in range(16):
+        faces = tracker.process(crowd.render(i))
+    assert tracker._scan.backoff == 1
+    truth = crowd.face_boxes(15)
+    assert len(faces) == 16 and all(max(box_iou(f.box, g) for f in faces) >= 0.4 for g in truth)
+    tracker.close()
