@@ -306,9 +306,9 @@ class TrackingAheadUnmasker(FakeUnmasker):
 
     tracks_ahead = True
 
-    def __init__(self, delay_s=0.01, fail_track_at=None):
+    def __init__(self, delay_s=0.01, fail_track_at=None, fail_finish_at=None):
         super().__init__(delay_s)
-        self.fail_track_at = fail_track_at
+        self.fail_track_at, self.fail_finish_at = fail_track_at, fail_finish_at
         self.tracked, self.finished, self.spans = [], [], {}
         self.lock = threading.Lock()
 
@@ -322,6 +322,8 @@ class TrackingAheadUnmasker(FakeUnmasker):
         return (image, timestamp_ms)
 
     def finish_frame(self, tracked):
+        if self.fail_finish_at is not None and len(self.finished) == self.fail_finish_at:
+            raise RuntimeError("model exploded")
         image, ts = tracked
         t0 = time.monotonic()
         time.sleep(self.delay_s)
@@ -346,11 +348,12 @@ def test_a_tracking_ahead_unmasker_runs_on_two_threads_lossless_and_in_order():
     assert um.closed
 
 
-def test_an_error_in_the_tracking_thread_stops_everything_cleanly():
+@pytest.mark.parametrize("step", ["track", "finish"])
+def test_an_error_in_either_inference_thread_stops_everything_cleanly(step):
     src, sink = ListSource(1000), MemorySink()
-    um = TrackingAheadUnmasker(delay_s=0.001, fail_track_at=5)
+    um = TrackingAheadUnmasker(delay_s=0.001, **{f"fail_{step}_at": 5})
     out = run_bounded(Pipeline(src, [sink], lambda: um))
-    assert isinstance(out["error"], RuntimeError) and "tracker" in str(out["error"])
+    assert isinstance(out["error"], RuntimeError) and "exploded" in str(out["error"])
     assert sink.closed and um.closed and out["error"].pipeline_stats.frames_out <= 5
 
 
