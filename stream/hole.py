@@ -190,8 +190,9 @@ def frame_hole(frame: np.ndarray, mask_crop: np.ndarray, alignment: Alignment, l
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
     if refined:
         roi = frame[y0:y1, x0:x1]
-        # Colours are decided at <= ~2 frame pixels per mask pixel (a quarter of the work at
-        # 1080p); the guided filter below puts the edge back at full resolution.
+        # Colours are decided at ~1.5-2.5 frame pixels per mask pixel (a quarter of the work at
+        # 720p, a ninth at 1080p); the guided filter below puts the edge back at full resolution
+        # (the fringe test holds at both).
         step = max(1, int(round(px_per_mask / 2)))
         # Smoothed along the frame's edges (a grey guide: a third of a colour guide's cost).
         guide = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY).astype(np.float32) * (1.0 / 255.0)
