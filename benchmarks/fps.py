@@ -282,12 +282,12 @@ class Runner:
         return rec, t0, stats, mon
 
     # -- engines
-    def pipelined(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
+    def _offline(self, clip: ClipSpec, frames: int, make_unmasker) -> dict:
         from stream.pipeline import Mode
         source = self.open_clip(clip)
         try:
             rss0 = report.rss_mb()
-            um = self.unmasker(setup)
+            um = make_unmasker()
             self.warm_up(um, source, self.args.warmup, "file")
             rec, t0, stats, mon = self.run_pipeline(source, clip, um, Mode.OFFLINE, frames)
         finally:
@@ -297,20 +297,12 @@ class Runner:
         out.update(resources=_with_base(mon.result, rss0), pipeline_stats=_pipeline_stats(stats))
         return out
 
+    def pipelined(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
+        return self._offline(clip, frames, lambda: self.unmasker(setup))
+
     def floor(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
-        from stream.pipeline import Mode
-        source = self.open_clip(clip)
-        try:
-            for _ in range(self.args.warmup):      # the same frames as the other engines measure
-                if source.read() is None:
-                    raise BenchError(f"{source.info.description} ended during the {self.args.warmup} warm-up frames", 1)
-            rec, t0, stats, mon = self.run_pipeline(source, clip, PassThrough(), Mode.OFFLINE, frames)
-        finally:
-            source.close()
-            self._clean()
-        out = _summary(rec.rows, t0, frames, decode_key="decode")
-        out.update(resources=_with_base(mon.result, None), pipeline_stats=_pipeline_stats(stats))
-        return out
+        # The same frames through the same pipeline and sink, nothing in between.
+        return self._offline(clip, frames, PassThrough)
 
     def sequential(self, clip: ClipSpec, setup: Setup, frames: int) -> dict:
         source = self.open_clip(clip)
