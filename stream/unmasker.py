@@ -79,8 +79,10 @@ class TrackedFrame:
     """A frame after the tracker (`Unmasker.track_frame`), waiting for `Unmasker.finish_frame`."""
     ctx: FrameContext
     tracked: list[TrackedFace]
-    tracker: Tracker
     track_ms: float
+    # The tracker's live track ids right after this frame: with the tracker running ahead, its own
+    # state may already be a later frame's when this one is finished.
+    alive: frozenset
 
 
 @dataclass
@@ -301,14 +303,15 @@ class Unmasker:
             if self._frames is not None:
                 self._frames.release()
             raise
-        return TrackedFrame(ctx, tracked, tracker, (time.perf_counter() - t0) * 1e3)
+        alive = frozenset(tracker.active_track_ids) if ctx.video else frozenset()
+        return TrackedFrame(ctx, tracked, (time.perf_counter() - t0) * 1e3, alive)
 
     def finish_frame(self, frame: "TrackedFrame") -> Result:
         """The second half of `process`: align, analyse, decide and composite the tracked faces."""
         ctx = frame.ctx
         try:
             t1 = time.perf_counter()
-            work = self._align(ctx, frame.tracked, frame.tracker)
+            work = self._align(ctx, frame.tracked, frame.alive)
             t2 = time.perf_counter()
             self._analyse(ctx, work)
             t3 = time.perf_counter()
@@ -339,10 +342,9 @@ class Unmasker:
             self._last_ts = float(timestamp_ms)
         return FrameContext(frame_bgr, timestamp_ms, as_tensor)
 
-    def _align(self, ctx: FrameContext, tracked: list[TrackedFace], tracker: Tracker) -> list[_FaceWork]:
+    def _align(self, ctx: FrameContext, tracked: list[TrackedFace], alive: frozenset) -> list[_FaceWork]:
         """Each face's track state (video), its smoothed landmarks and its canonical alignment."""
         if ctx.video:  # drop state of tracks that are gone; fresh state for new tracks
-            alive = tracker.active_track_ids
             self._states = {k: v for k, v in self._states.items() if k in alive}
         work = []
         for tf in tracked:

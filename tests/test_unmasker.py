@@ -246,3 +246,55 @@ def test_stages_can_be_composed_and_are_called_through_their_interfaces():
 def cv2_erode(mask, k):
     import cv2
     return cv2.erode(mask, np.ones((k, k), np.uint8))
+
+
+class _ScriptedTracker:
+    """A tracker that reports one face (track 0) in the first frames and loses it after."""
+
+    def __init__(self, present: int):
+        from stream.alignment import load_canonical_shape
+        self.present, self.frame, self.alive = present, 0, set()
+        self.shape = load_canonical_shape() + [100.0, 60.0]
+
+    def process(self, image_bgr):
+        from stream.tracking import TrackedFace
+        i, self.frame = self.frame, self.frame + 1
+        if i >= self.present:
+            self.alive = set()
+            return []
+        self.alive = {0}
+        lm = (self.shape + 3.0 * np.sin(np.arange(468)[:, None] + i)).astype(np.float32)   # jitter to smooth
+        return [TrackedFace(0, lm, (100, 60, 356, 316), "mesh", 1.0, i == 0)]
+
+    @property
+    def active_track_ids(self):
+        return set(self.alive)
+
+    def close(self):
+        pass
+
+
+def test_finishing_a_frame_after_the_tracker_ran_ahead_keeps_that_frames_track_state():
+    # The pipeline tracks frame n+1 before frame n is finished. If the face is lost in n+1, frame n
+    # must still be finished with its track's smoothing state, exactly as process() would.
+    frames = [np.full((400, 480, 3), 120, np.uint8) for _ in range(3)]
+
+    def unmasker():
+        return Unmasker(method="classical", make_tracker=lambda mode: _ScriptedTracker(present=2))
+
+    with unmasker() as seq:
+        expected = [seq.process(f, timestamp_ms=40.0 * i) for i, f in enumerate(frames)]
+    with unmasker() as ahead:
+        t0 = ahead.track_frame(frames[0], 0.0)
+        r0 = ahead.finish_frame(t0)
+        t1 = ahead.track_frame(frames[1], 40.0)
+        t2 = ahead.track_frame(frames[2], 80.0)          # the face is gone in the frame tracked ahead
+        r1, r2 = ahead.finish_frame(t1), ahead.finish_frame(t2)
+    for got, want in zip((r0, r1, r2), expected):
+        assert len(got.faces) == len(want.faces)
+        for a, b in zip(got.faces, want.faces):
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    # ... and frame 1's landmarks were smoothed (they differ from the tracker's raw ones).
+    raw = _ScriptedTracker(2)
+    raw.process(frames[0])
+    assert not np.allclose(expected[1].faces[0].landmarks, raw.process(frames[1])[0].landmarks)
