@@ -167,7 +167,7 @@ class ReferenceFace:
         # Fade from the render to the generative fill where the reference's texture ends.
         k = 2 * FALLBACK_FEATHER_PX + 1
         alpha = cv2.GaussianBlur(covered.astype(np.float32), (k, k), 0) * covered
-        out = drawn * alpha[..., None] + fallback.astype(np.float32) * (1 - alpha[..., None])
+        out = cv2.blendLinear(drawn, fallback.astype(np.float32), alpha, 1 - alpha)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), share
 
 
@@ -192,27 +192,35 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
         (lo[:, 1] < min(y1, size))
     order = draw_order(dst_points)
     order = order[use[order] & near[order]]
-    fixed = np.round(corners[order] * 16).astype(np.int32)
-    for t, pts in zip(order.tolist(), fixed):
-        cv2.fillConvexPoly(ids, pts, t, lineType=cv2.LINE_8, shift=4)
+    # One polygon fill per triangle (4 fractional bits), far to near; the call's overhead is the
+    # render's largest cost, so positional arguments and a list of (3, 2) arrays.
+    fill = cv2.fillConvexPoly
+    for t, pts in zip(order.tolist(), list(np.round(corners[order] * 16).astype(np.int32))):
+        fill(ids, pts, t, cv2.LINE_8, 4)
     covered = ids >= 0
     if not covered.any():
         return np.zeros((size, size, 3), np.float32), covered
     ids, covered = _extend_past_outline(ids, covered, dst_points, size)
-    # dst -> src affine per triangle: [x_src, y_src] = A @ [x, y, 1].
-    used = np.unique(ids[covered])
-    affine = _triangle_affines(dst_points[tris[used]].astype(np.float64),
-                               src_points[tris[used]].astype(np.float64))
-    lookup = np.zeros((len(tris), 2, 3), np.float64)
-    lookup[used] = affine
-    ys, xs = np.nonzero(covered)
-    a = lookup[ids[covered]]
-    map_x = np.full((size, size), -1.0, np.float32)
-    map_y = np.full((size, size), -1.0, np.float32)
-    map_x[ys, xs] = a[:, 0, 0] * xs + a[:, 0, 1] * ys + a[:, 0, 2]
-    map_y[ys, xs] = a[:, 1, 0] * xs + a[:, 1, 1] * ys + a[:, 1, 2]
+    # dst -> src affine per drawn triangle ([x_src, y_src] = A @ [x, y, 1]), looked up per pixel
+    # through the id raster; the extra last row (id -1: nothing drawn) maps to the corner and is
+    # masked out by `covered`.
+    lookup = np.zeros((len(tris) + 1, 6), np.float32)
+    lookup[order] = _triangle_affines(dst_points[tris[order]].astype(np.float64),
+                                      src_points[tris[order]].astype(np.float64)).reshape(-1, 6)
+    a = lookup[ids]
+    xs, ys = _pixel_grid(size)
+    map_x = a[..., 0] * xs + a[..., 1] * ys + a[..., 2]
+    map_y = a[..., 3] * xs + a[..., 4] * ys + a[..., 5]
     out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.astype(np.float32), covered
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) float32 pixel coordinates of a (size, size) window (read-only, shared)."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
+    return xs, ys
 
 
 def _extend_past_outline(ids: np.ndarray, covered: np.ndarray, dst_points: np.ndarray, size: int):
@@ -263,8 +271,7 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     size = frame_window.shape[0]
     inside = (hole > 0.5).astype(np.uint8)
     band = max(2, round(LIGHT_BAND_FRACTION * size))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
-    ring = (cv2.dilate(inside, kernel) > 0) & (inside == 0) & covered
+    ring = (cv2.dilate(inside, _disc(band)) > 0) & (inside == 0) & covered
     if ring.sum() < 20:
         return drawn, previous_gain
     # The gain field is smooth by design: compute it on a quarter-size grid.
@@ -275,7 +282,7 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     weight = shrink(ring.astype(np.float32))
     w_blur = blur(weight)
     w = np.maximum(w_blur, 1e-6)[..., None]
-    frame_mean = blur(shrink(frame_window.astype(np.float32) * ring[..., None])) / w
+    frame_mean = blur(shrink(np.multiply(frame_window, ring[..., None], dtype=np.float32))) / w
     drawn_mean = blur(shrink(drawn * ring[..., None])) / w
     gain = (frame_mean + 1.0) / (drawn_mean + 1.0)
     # Far from the ring the local estimate fades into the ring's overall ratio (medians:
@@ -293,6 +300,11 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
         # reference path flickered 1.8x the generative one without this).
         gain = (LIGHT_SMOOTHING * previous_gain + (1 - LIGHT_SMOOTHING) * gain).astype(np.float32)
     return drawn * cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR), gain
+
+
+@functools.lru_cache(maxsize=8)
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def face_window_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Real-world evaluation: faces of a source no model trains on, broken down by who they are.
 
     python -m training.evaluate --real [--limit N] [--out runs/eval_real]
+    python -m training.evaluate --real --same-person [--out runs/same_person]   (see same_person_identity)
 
 The `real` split is a fixed quarter of the UTKFace "aligned & cropped" release
 (`../shared/data/faces/utkface_extra_200.tar`: mostly Black, Indian and Asian faces,
@@ -463,14 +464,17 @@ def same_person_identity(models, out: Path, limit: int = 0, preset: str = "fast"
             own = own_face_window(refs[person], lm, a_lm, s, o)
             row = dict(key=str(faces.keys[i]), person=person, kind=s["kind"], yaw=_yaw_bin(s["yaw"]),
                        yaw_value=float(s["yaw"]))
-            for name, window in (("masked", s["image"]), ("generative", o), ("own_face", own)):
-                row[f"emb_{name}"] = embed(paste_window(crop, window, s["matrix"], s["hole"]), lm)
+            pasted = {name: paste_window(crop, window, s["matrix"], s["hole"])
+                      for name, window in (("masked", s["image"]), ("generative", o), ("own_face", own))}
+            for name, full in pasted.items():
+                row[f"emb_{name}"] = embed(full, lm)
             row["emb_reference"], row["emb_unmasked"] = ref_emb[person], embed(crop, lm)
             rows.append(row)
             if len(grid) < 24 and len(rows) % max(1, len(probes) // 24) == 0:
-                ref_img = faces.images[roles["reference"][person]]
-                ref_win = cv2.warpAffine(ref_img, s["matrix"], s["image"].shape[1::-1], flags=cv2.INTER_AREA)
-                grid.append(np.hstack([s["image"], o, own, s["target"], ref_win]))
+                # What the embedding sees: the crops with each window pasted into the hole.
+                shown = [pasted["masked"], pasted["generative"], pasted["own_face"], crop,
+                         faces.images[roles["reference"][person]]]
+                grid.append(np.hstack([cv2.resize(x, (128, 128), interpolation=cv2.INTER_AREA) for x in shown]))
     if grid:
         out.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out / "same_person_grid.png"), _tile(grid, 3))
@@ -529,8 +533,8 @@ def same_person_markdown(m: dict) -> str:
         for k, v in m[key].items():
             lines.append(f"| {k} | {v['n']} | " + " | ".join(f"{v[f'top1_{n}']:.3f} / {v[f'cos_{n}']:.3f}"
                                                         for n in SAME_PERSON_METHODS) + " |")
-    lines += ["", "Grid: same_person_grid.png (masked input, generative, own face, truth, the reference in the "
-              "probe's window).", ""]
+    lines += ["", "Grid: same_person_grid.png (the probe masked, generative, own face — each pasted into the hole "
+              "as the embedding sees it —, the probe unmasked, the reference photo).", ""]
     return "\n".join(lines)
 
 
