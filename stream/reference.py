@@ -101,7 +101,7 @@ def draw_order(points: np.ndarray) -> np.ndarray:
     angle = np.arcsin(np.clip(yaw_proxy(points), -1, 1))
     # Depth toward the camera of the canonical model rotated about the vertical axis.
     depth = verts[:, 2] * np.cos(angle) - verts[:, 0] * np.sin(angle)
-    return np.argsort(depth[tris].mean(axis=1))
+    return np.argsort((depth[tris[:, 0]] + depth[tris[:, 1]] + depth[tris[:, 2]]) / 3)
 
 
 @dataclass
@@ -182,12 +182,14 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     tris, _ = canonical_mesh()
     ids = np.full((size, size), -1, np.int32)
     corners = dst_points[tris]                                  # (898, 3, 2)
-    lo, hi = corners.min(axis=1), corners.max(axis=1)
+    # Element-wise over the three corners: a reduction over that short middle axis costs 50x more.
+    lo = np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2])
+    hi = np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2])
     x0, y0, x1, y1 = 0, 0, size, size
-    if hole is not None and (hole > 0.5).any():
-        ys, xs = np.nonzero(hole > 0.5)
+    bx, by, bw, bh = cv2.boundingRect((hole > 0.5).view(np.uint8)) if hole is not None else (0, 0, 0, 0)
+    if bw > 0:
         pad = 2 * max(2, round(LIGHT_BAND_FRACTION * size))
-        x0, y0, x1, y1 = xs.min() - pad, ys.min() - pad, xs.max() + pad, ys.max() + pad
+        x0, y0, x1, y1 = bx - pad, by - pad, bx + bw - 1 + pad, by + bh - 1 + pad
     near = (hi[:, 0] >= max(x0, 0)) & (lo[:, 0] < min(x1, size)) & (hi[:, 1] >= max(y0, 0)) & \
         (lo[:, 1] < min(y1, size))
     order = draw_order(dst_points)
@@ -204,13 +206,13 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     # dst -> src affine per drawn triangle ([x_src, y_src] = A @ [x, y, 1]), looked up per pixel
     # through the id raster; the extra last row (id -1: nothing drawn) maps to the corner and is
     # masked out by `covered`.
-    lookup = np.zeros((len(tris) + 1, 6), np.float32)
-    lookup[order] = _triangle_affines(dst_points[tris[order]].astype(np.float64),
-                                      src_points[tris[order]].astype(np.float64)).reshape(-1, 6)
-    a = lookup[ids]
+    lookup = np.zeros((6, len(tris) + 1), np.float32)
+    lookup[:, order] = _triangle_affines(dst_points[tris[order]].astype(np.float64),
+                                         src_points[tris[order]].astype(np.float64)).reshape(-1, 6).T
+    a = [row[ids] for row in lookup]                            # one (S, S) plane per coefficient
     xs, ys = _pixel_grid(size)
-    map_x = a[..., 0] * xs + a[..., 1] * ys + a[..., 2]
-    map_y = a[..., 3] * xs + a[..., 4] * ys + a[..., 5]
+    map_x = a[0] * xs + a[1] * ys + a[2]
+    map_y = a[3] * xs + a[4] * ys + a[5]
     out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.astype(np.float32), covered
 
@@ -240,11 +242,9 @@ def _extend_past_outline(ids: np.ndarray, covered: np.ndarray, dst_points: np.nd
     grow = (~covered) & (outline == 0) & (dist <= reach)
     if not grow.any():
         return ids, covered
-    # DIST_LABEL_PIXEL numbers the zero (covered) pixels from 1 in scan order.
-    src_y, src_x = np.nonzero(covered)
-    nearest = labels[grow] - 1
+    # DIST_LABEL_PIXEL numbers the zero (covered) pixels from 1 in scan order: the order of ids[covered].
     ids = ids.copy()
-    ids[grow] = ids[src_y[nearest], src_x[nearest]]
+    ids[grow] = ids[covered][labels[grow] - 1]
     return ids, ids >= 0
 
 
@@ -254,15 +254,19 @@ def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     Closed form (barycentric basis), vectorised: a batched LAPACK solve costs more
     than the whole rest of the render for a few hundred 3x3 systems.
     """
-    e1, e2 = dst[:, 1] - dst[:, 0], dst[:, 2] - dst[:, 0]
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    (d0x, d0y), (e1x, e1y), (e2x, e2y) = dst[:, 0].T, (dst[:, 1] - dst[:, 0]).T, (dst[:, 2] - dst[:, 0]).T
+    (s0x, s0y), (f1x, f1y), (f2x, f2y) = src[:, 0].T, (src[:, 1] - src[:, 0]).T, (src[:, 2] - src[:, 0]).T
+    det = e1x * e2y - e1y * e2x
     det = np.where(np.abs(det) < 1e-9, 1e-9, det)
-    # Inverse of [e1 e2] (columns): maps dst offsets to barycentric (u, v).
-    inv = np.stack([np.stack([e2[:, 1], -e2[:, 0]], -1), np.stack([-e1[:, 1], e1[:, 0]], -1)], 1) / det[:, None, None]
-    f1, f2 = src[:, 1] - src[:, 0], src[:, 2] - src[:, 0]
-    lin = np.stack([f1, f2], -1) @ inv                      # (T, 2, 2): src offsets per dst offset
-    offset = src[:, 0] - np.einsum("tij,tj->ti", lin, dst[:, 0])
-    return np.concatenate([lin, offset[..., None]], axis=2)
+    # Inverse of [e1 e2] (columns): maps dst offsets to barycentric (u, v). Written out per
+    # component: batched 2x2 matmuls and einsum cost more than the few hundred maps themselves.
+    i00, i01, i10, i11 = e2y / det, -e2x / det, -e1y / det, e1x / det
+    a00, a01 = f1x * i00 + f2x * i10, f1x * i01 + f2x * i11    # src offsets per dst offset
+    a10, a11 = f1y * i00 + f2y * i10, f1y * i01 + f2y * i11
+    out = np.empty((len(dst), 2, 3), np.float64)
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = a00, a01, s0x - (a00 * d0x + a01 * d0y)
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = a10, a11, s0y - (a10 * d0x + a11 * d0y)
+    return out
 
 
 def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
@@ -282,13 +286,15 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     weight = shrink(ring.astype(np.float32))
     w_blur = blur(weight)
     w = np.maximum(w_blur, 1e-6)[..., None]
-    frame_mean = blur(shrink(np.multiply(frame_window, ring[..., None], dtype=np.float32))) / w
-    drawn_mean = blur(shrink(drawn * ring[..., None])) / w
+    # Masking by a bitwise AND with the ring (exactly x * ring, a tenth of the cost of numpy's
+    # broadcast multiply with its casts).
+    ring_u8 = ring.view(np.uint8)
+    frame_mean = blur(shrink(cv2.bitwise_and(frame_window, frame_window, mask=ring_u8).astype(np.float32))) / w
+    drawn_mean = blur(shrink(cv2.bitwise_and(drawn, drawn, mask=ring_u8))) / w
     gain = (frame_mean + 1.0) / (drawn_mean + 1.0)
     # Far from the ring the local estimate fades into the ring's overall ratio (medians:
     # a few ring pixels on hair or background must not set the face's colour).
-    overall = (np.median(frame_window[ring].astype(np.float32), axis=0) + 1.0) / \
-        (np.median(drawn[ring], axis=0) + 1.0)
+    overall = (_channel_medians(frame_window, ring) + 1.0) / (_channel_medians(drawn, ring) + 1.0)
     trust = np.clip(w_blur * 6.0, 0.0, 1.0)[..., None]
     gain = trust * gain + (1 - trust) * overall
     # Shading varies across a face, but only so much: a local gain far from the overall one
@@ -300,6 +306,11 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
         # reference path flickered 1.8x the generative one without this).
         gain = (LIGHT_SMOOTHING * previous_gain + (1 - LIGHT_SMOOTHING) * gain).astype(np.float32)
     return drawn * cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR), gain
+
+
+def _channel_medians(image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """(3,) float32 median of each channel over the pixels `where` (one contiguous channel at a time)."""
+    return np.array([np.median(cv2.extractChannel(image, c)[where]) for c in range(image.shape[2])], np.float32)
 
 
 @functools.lru_cache(maxsize=8)
