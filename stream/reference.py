@@ -175,7 +175,7 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
               use: np.ndarray, hole: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Piecewise-affine warp of `src` by mesh triangles onto a (size, size) canvas.
 
-    Returns (float32 (S, S, 3) image, bool (S, S) covered). One triangle-id raster (drawn
+    Returns ((S, S, 3) image of src's dtype, bool (S, S) covered). One triangle-id raster (drawn
     far to near) and one cv2.remap: no per-triangle image warps. With `hole`, only the
     triangles near it (the hole's box grown by the relighting band) are drawn.
     """
@@ -201,7 +201,7 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
         fill(ids, pts, t, cv2.LINE_8, 4)
     covered = ids >= 0
     if not covered.any():
-        return np.zeros((size, size, 3), np.float32), covered
+        return np.zeros((size, size, 3), src.dtype), covered
     ids, covered = _extend_past_outline(ids, covered, dst_points, size)
     # dst -> src affine per drawn triangle ([x_src, y_src] = A @ [x, y, 1]), looked up per pixel
     # through the id raster; the extra last row (id -1: nothing drawn) maps to the corner and is
@@ -213,8 +213,7 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     xs, ys = _pixel_grid(size)
     map_x = a[0] * xs + a[1] * ys + a[2]
     map_y = a[3] * xs + a[4] * ys + a[5]
-    out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.astype(np.float32), covered
+    return cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), covered
 
 
 @functools.lru_cache(maxsize=4)
@@ -277,7 +276,7 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     band = max(2, round(LIGHT_BAND_FRACTION * size))
     ring = (cv2.dilate(inside, _disc(band)) > 0) & (inside == 0) & covered
     if ring.sum() < 20:
-        return drawn, previous_gain
+        return drawn.astype(np.float32), previous_gain
     # The gain field is smooth by design: compute it on a quarter-size grid.
     small = max(8, size // 4)
     shrink = lambda x: cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
@@ -290,7 +289,7 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     # broadcast multiply with its casts).
     ring_u8 = ring.view(np.uint8)
     frame_mean = blur(shrink(cv2.bitwise_and(frame_window, frame_window, mask=ring_u8).astype(np.float32))) / w
-    drawn_mean = blur(shrink(cv2.bitwise_and(drawn, drawn, mask=ring_u8))) / w
+    drawn_mean = blur(shrink(cv2.bitwise_and(drawn, drawn, mask=ring_u8).astype(np.float32))) / w
     gain = (frame_mean + 1.0) / (drawn_mean + 1.0)
     # Far from the ring the local estimate fades into the ring's overall ratio (medians:
     # a few ring pixels on hair or background must not set the face's colour).
@@ -309,8 +308,22 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
 
 
 def _channel_medians(image: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """(3,) float32 median of each channel over the pixels `where` (one contiguous channel at a time)."""
-    return np.array([np.median(cv2.extractChannel(image, c)[where]) for c in range(image.shape[2])], np.float32)
+    """(C,) float32 median of each channel over the pixels `where`.
+
+    8-bit images by their histogram (exactly np.median: the mean of the two middle values), a
+    tenth of the cost of sorting; others with np.median, one contiguous channel at a time.
+    """
+    out = np.empty(image.shape[2], np.float32)
+    for c in range(image.shape[2]):
+        values = cv2.extractChannel(image, c)[where]
+        if image.dtype != np.uint8:
+            out[c] = np.median(values)
+            continue
+        cumulative = np.cumsum(np.bincount(values, minlength=256))
+        n = len(values)
+        low, high = np.searchsorted(cumulative, [(n - 1) // 2, n // 2], side="right")
+        out[c] = (low + high) / 2
+    return out
 
 
 @functools.lru_cache(maxsize=8)
