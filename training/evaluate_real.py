@@ -464,6 +464,11 @@ def same_person_identity(models, out: Path, limit: int = 0, preset: str = "fast"
             own = own_face_window(refs[person], lm, a_lm, s, o)
             row = dict(key=str(faces.keys[i]), person=person, kind=s["kind"], yaw=_yaw_bin(s["yaw"]),
                        yaw_value=float(s["yaw"]))
+            # Colour against the true face under the covering (mean Lab of the hole, CIEDE2000).
+            hole = s["hole"] > 0.5
+            truth_lab = mean_lab(s["target"], hole)
+            row["de_generative"] = delta_e(mean_lab(o, hole), truth_lab)
+            row["de_own_face"] = delta_e(mean_lab(own, hole), truth_lab)
             pasted = {name: paste_window(crop, window, s["matrix"], s["hole"])
                       for name, window in (("masked", s["image"]), ("generative", o), ("own_face", own))}
             for name, full in pasted.items():
@@ -497,6 +502,11 @@ def summarise_same_person(rows: list[dict], gallery: np.ndarray, gallery_person:
         for name in SAME_PERSON_METHODS:
             res[f"top1_{name}"] = float(np.mean([r[f"top1_{name}"] for r in rs]))
             res[f"cos_{name}"] = float(np.mean([r[f"cos_{name}"] for r in rs]))
+        for name in ("generative", "own_face"):
+            values = [r[f"de_{name}"] for r in rs if f"de_{name}" in r]
+            if values:
+                res[f"de_{name}"] = float(np.mean(values))
+                res[f"de_{name}_over_10"] = float(np.mean(np.array(values) > 10))
         return res
 
     res = {"gallery_people": int(len(gallery_person)), "overall": group(rows)}
@@ -526,6 +536,10 @@ def same_person_markdown(m: dict) -> str:
     for n in SAME_PERSON_METHODS:
         lines.append(f"| {names[n]} | {o[f'top1_{n}']:.3f} | {o[f'top1_{n}_gallery_{COMPARABLE_GALLERY}']:.3f} "
                      f"| {o[f'cos_{n}']:.3f} |")
+    if "de_own_face" in o:
+        lines += ["", "Colour of the hole against the true face (mean Lab, CIEDE2000; share of probes above 10): "
+                  f"generative {o['de_generative']:.2f} ({o['de_generative_over_10']:.2f}), own-face path "
+                  f"{o['de_own_face']:.2f} ({o['de_own_face_over_10']:.2f})."]
     for key, title in (("by_yaw", "the probe's yaw"), ("by_kind", "covering")):
         lines += ["", f"## By {title} (top-1 in the gallery of {g} / mean cosine)", "",
                   "| group | n | " + " | ".join(names[n] for n in SAME_PERSON_METHODS) + " |",
