@@ -221,3 +221,13 @@ def test_channel_medians_equal_numpys_median(count):
     np.testing.assert_array_equal(_channel_medians(image, where), expected)
     floats = image.astype(np.float32) + 0.25
     np.testing.assert_array_equal(_channel_medians(floats, where), expected + 0.25)
+
+
+@pytest.mark.parametrize("radius", [2, 5, 14, 28])
+def test_disc_dilation_by_rectangles_equals_opencvs_elliptic_kernel(radius):
+    from stream.reference import _dilate_disc
+    rng = np.random.default_rng(radius)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    for mask in ((rng.random((96, 128)) > 0.997).astype(np.uint8),
+                 cv2.circle(np.zeros((128, 128), np.uint8), (64, 80), 30, 1, -1)):
+        np.testing.assert_array_equal(_dilate_disc(mask, radius), cv2.dilate(mask, kernel))
