@@ -164,7 +164,8 @@ class ReferenceFace:
             return fallback, 0.0
         # Light is compared on the face the mesh itself drew: past its outline the extension shows
         # the reference photo's own neck or background, not what the frame shows there (measured on
-        # other photos of the same people: hole colour 11.9 -> 8.3 ΔE against the true face).
+        # 1,427 covered photos against other photos of the same people: the hole's colour 11.5 -> 7.7
+        # ΔE from the true face, identity top-1 0.789 -> 0.815; benchmarks/reports/real).
         drawn, gain = relight(drawn, mesh, frame_window, hole, self._gain if smooth else None)
         self._gain = gain if smooth else None
         # Fade from the render to the generative fill where the reference's texture ends.
@@ -341,8 +342,8 @@ def _channel_medians(image: np.ndarray, where: np.ndarray) -> np.ndarray:
 def _disc_rectangles(radius: int) -> tuple[np.ndarray, ...]:
     """OpenCV's elliptic (2r+1)² kernel as the union of the rectangles under its staircase outline."""
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    half = [int(np.flatnonzero(row).max()) - radius for row in disc]
-    steps = sorted({(w, max(abs(i - radius) for i in range(len(half)) if half[i] >= w)) for w in set(half)})
+    half = {i - radius: int(np.flatnonzero(row).max()) - radius for i, row in enumerate(disc) if row.any()}
+    steps = sorted({(w, max(abs(dy) for dy, hw in half.items() if hw >= w)) for w in set(half.values())})
     return tuple(cv2.getStructuringElement(cv2.MORPH_RECT, (2 * w + 1, 2 * h + 1)) for w, h in steps)
 
 

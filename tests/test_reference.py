@@ -223,7 +223,7 @@ def test_channel_medians_equal_numpys_median(count):
     np.testing.assert_array_equal(_channel_medians(floats, where), expected + 0.25)
 
 
-@pytest.mark.parametrize("radius", [2, 5, 14, 28])
+@pytest.mark.parametrize("radius", [1, 2, 3, 5, 7, 14, 28])
 def test_disc_dilation_by_rectangles_equals_opencvs_elliptic_kernel(radius):
     from stream.reference import _dilate_disc
     rng = np.random.default_rng(radius)
