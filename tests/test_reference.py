@@ -207,3 +207,27 @@ def test_an_enrolment_is_never_carried_to_someone_else():
             right = [x for x in res.faces if x.box[0] > truth.shape[1]]
             assert all(x.reconstruction == "generative" for x in right)
         assert len(res.faces) == 2
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 400, 401])
+def test_channel_medians_equal_numpys_median(count):
+    """The relighting's medians: by histogram for 8-bit images, exactly np.median (odd and even counts)."""
+    from stream.reference import _channel_medians
+    rng = np.random.default_rng(count)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    where = np.zeros((32, 32), bool)
+    where.flat[rng.choice(32 * 32, count, replace=False)] = True
+    expected = np.median(image[where].astype(np.float32), axis=0)
+    np.testing.assert_array_equal(_channel_medians(image, where), expected)
+    floats = image.astype(np.float32) + 0.25
+    np.testing.assert_array_equal(_channel_medians(floats, where), expected + 0.25)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3, 5, 7, 14, 28])
+def test_disc_dilation_by_rectangles_equals_opencvs_elliptic_kernel(radius):
+    from stream.reference import _dilate_disc
+    rng = np.random.default_rng(radius)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    for mask in ((rng.random((96, 128)) > 0.997).astype(np.uint8),
+                 cv2.circle(np.zeros((128, 128), np.uint8), (64, 80), 30, 1, -1)):
+        np.testing.assert_array_equal(_dilate_disc(mask, radius), cv2.dilate(mask, kernel))

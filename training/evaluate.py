@@ -375,14 +375,29 @@ def main(argv=None) -> int:
     ap.add_argument("--real", action="store_true",
                     help="the real-world evaluation (training/evaluate_real.py): the held-out real split, "
                          "by skin tone, gender, race, age, yaw and covering; writes metrics_real.json")
+    ap.add_argument("--same-person", action="store_true",
+                    help="with --real: identity of covered real photos against other photos of the same people "
+                         "(masked / generative / own-face path with a frontal reference / the reference itself), "
+                         "by yaw; needs python -m training.data.same_person; writes metrics_same_person.json")
     ap.add_argument("--cache", type=Path, default=CACHE, help="the prepared data (default data/cache)")
     args = ap.parse_args(argv)
-    problem = missing_data(args.cache, args.only)
+    if args.same_person and not args.real:
+        print("error: --same-person is part of the real-world evaluation: add --real", file=sys.stderr)
+        return 2
+    if args.same_person:
+        from training.data.same_person import missing_message
+        problem = missing_message()
+    else:
+        problem = missing_data(args.cache, args.only)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     models = Models(preset=args.preset, weights=args.weights)
+    if args.same_person:
+        from training.evaluate_real import run_same_person, same_person_markdown
+        print(same_person_markdown(run_same_person(models, args.out, args.limit, args.preset)))
+        return 0
     if args.real:
         from training.evaluate_real import run, to_markdown as real_markdown
         try:
