@@ -408,10 +408,13 @@ def test_readme_tables_are_rendered_from_the_results_json(fps_run):
     config = [c for c in data["configs"] if c["key"]["method"] == "model"][0]
     fps = config["engines"]["pipelined"]["fps"]["median"]
     p95 = config["engines"]["live"]["latency_ms"]["p95"]
-    assert f"| 320×240 | {fps:.1f} FPS / {p95:.0f} ms" in generated
+    floor = config["engines"]["floor"]["fps"]["median"]
+    assert (f"| 320×240 | {fps:.1f} FPS ({config['x_floor']:.2f}× the {floor:.0f} FPS floor) / {p95:.0f} ms"
+            in generated)
     assert f"measured {data['created'][:10]}" in generated
     sample = figures.sample_table(data)
-    assert f"| model | {fps:.1f} (" in sample and f"{config['speedup']:.2f}×" in sample
+    assert f"| model | {floor:.1f} (" in sample and f"| {fps:.1f} (" in sample
+    assert f"{config['speedup']:.2f}×" in sample and f"{config['x_floor']:.2f}×" in sample
     assert "| classical baseline |" in sample and "Mean ms per frame" in sample
 
 
