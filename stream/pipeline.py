@@ -57,7 +57,7 @@ class DropOldestQueue:
         self._cond = threading.Condition()
         self.dropped = 0
 
-    def put(self, item, stop: threading.Event | None = None) -> None:
+    def put(self, item, stop: threading.Event | None = None) -> bool:
         with self._cond:
             if item is not _END:
                 while len(self._items) >= self._maxsize:
@@ -68,6 +68,7 @@ class DropOldestQueue:
                     self.dropped += 1
             self._items.append(item)
             self._cond.notify()
+        return True
 
     def get(self, timeout: float):
         with self._cond:
@@ -80,20 +81,23 @@ class DropOldestQueue:
 
 
 class BlockingQueue:
-    """A bounded FIFO with back-pressure whose put gives up when the pipeline stops."""
+    """A bounded FIFO with back-pressure whose put gives up when the pipeline stops while it is full.
+
+    `put` says whether the item went in: a producer whose put gave up stops producing, so what
+    comes out of an interrupted offline run is a gap-free prefix of the input."""
 
     def __init__(self, maxsize: int):
         self._q = queue.Queue(maxsize)
         self.dropped = 0
 
-    def put(self, item, stop: threading.Event | None = None) -> None:
+    def put(self, item, stop: threading.Event | None = None) -> bool:
         while True:
             try:
                 self._q.put(item, timeout=_POLL_S)
-                return
+                return True
             except queue.Full:
                 if stop is not None and stop.is_set():
-                    return
+                    return False
 
     def get(self, timeout: float):
         return self._q.get(timeout=timeout)
@@ -205,7 +209,8 @@ class Pipeline:
                         self._stopped_by = self._stopped_by or "duration"
                         break
                 self._frames_in += 1
-                self.q_in.put(frame, self._stop)
+                if not self.q_in.put(frame, self._stop):
+                    break
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._fail("capture", exc)
         finally:
@@ -238,7 +243,8 @@ class Pipeline:
     def _tracking(self, unmasker) -> None:
         try:
             for frame, ts_ms in self._frames_in_order("capture"):
-                self.q_tracked.put((frame, unmasker.track_frame(frame.image, timestamp_ms=ts_ms)), self._stop)
+                if not self.q_tracked.put((frame, unmasker.track_frame(frame.image, timestamp_ms=ts_ms)), self._stop):
+                    break
         except BaseException as exc:  # noqa: BLE001
             self._fail("tracking", exc)
         finally:
@@ -249,7 +255,9 @@ class Pipeline:
             try:
                 item = self.q_tracked.get(_POLL_S)
             except queue.Empty:
-                if self._stop.is_set() or (self._finished["tracking"].is_set() and self.q_tracked.qsize() == 0):
+                # After a stop the tracker still hands over the frames it had read (as the one-thread
+                # path finishes what is queued): only its end, or an error, ends this side.
+                if self._errors or (self._finished["tracking"].is_set() and self.q_tracked.qsize() == 0):
                     return
                 continue
             if item is _END:
@@ -280,12 +288,14 @@ class Pipeline:
                 for frame, tracked in self._tracked_frames():
                     res = unmasker.finish_frame(tracked)
                     frame.stages.update(res.timings_ms)
-                    self.q_out.put((frame, res), self._stop)
+                    if not self.q_out.put((frame, res), self._stop):
+                        break
             else:
                 for frame, ts_ms in self._frames_in_order("capture"):
                     res = unmasker.process(frame.image, timestamp_ms=ts_ms)
                     frame.stages.update(res.timings_ms)
-                    self.q_out.put((frame, res), self._stop)
+                    if not self.q_out.put((frame, res), self._stop):
+                        break
         except BaseException as exc:  # noqa: BLE001
             self._fail("inference", exc)
         finally:

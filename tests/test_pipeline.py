@@ -398,3 +398,23 @@ def test_the_real_unmasker_gives_the_same_frames_on_two_threads_as_frame_by_fram
     src.close()
     assert redrawn >= 12                  # the sample's face is masked from frame 26 on: redrawn
     assert sum(1 for a, b in zip(sink.frames, expected) if not np.array_equal(a, b)) == 0
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["one-thread", "tracking-ahead"])
+def test_a_stopped_offline_run_writes_a_gap_free_prefix_of_the_input(ahead):
+    # Ctrl-C while every queue is full (a slow sink): the frames already read are written up to
+    # where the run stopped, and none is skipped on the way (a give-up put ends its producer).
+    class SlowSink(MemorySink):
+        def write(self, frame, image):
+            time.sleep(0.12)                   # slower than a put's poll: puts give up after the stop
+            super().write(frame, image)
+
+    src, sink = ListSource(500), SlowSink()
+    um = TrackingAheadUnmasker(delay_s=0.002) if ahead else FakeUnmasker(delay_s=0.002)
+    pipe = Pipeline(src, [sink], lambda: um)
+    threading.Timer(1.0, pipe.stop, args=("Ctrl-C",)).start()
+    stats = run_bounded(pipe)["stats"]
+    idx = [f[0] for f in sink.frames]
+    assert stats.stopped_by == "Ctrl-C" and 5 <= len(idx) < 500
+    assert idx == list(range(len(idx)))
+    assert [f[2] for f in sink.frames] == [i + 1 for i in idx]
