@@ -228,7 +228,9 @@ class Pipeline:
                 if self._stop.is_set() or (self._finished[upstream].is_set() and self.q_in.qsize() == 0):
                     return
                 continue
-            if item is _END:
+            if item is _END or self._errors:
+                # After an error nothing more can be written: leave the queued frames (and do not
+                # start a model on them while the run is being torn down).
                 return
             frame: Frame = item
             # Timestamps: the source's own for files (so results are
@@ -260,7 +262,7 @@ class Pipeline:
                 if self._errors or (self._finished["tracking"].is_set() and self.q_tracked.qsize() == 0):
                     return
                 continue
-            if item is _END:
+            if item is _END or self._errors:
                 return
             yield item
 
@@ -305,7 +307,10 @@ class Pipeline:
                 if tracking is not None and not self._finished["tracking"].wait(self.STOP_GRACE_S):
                     self.stop("inference ended")
                     self._finished["tracking"].wait(self.STOP_GRACE_S)
-                unmasker.close()
+                # Closing native models (mediapipe's graph) under a thread still inside them
+                # aborts the process; a tracker stuck past the grace keeps its models to the exit.
+                if tracking is None or self._finished["tracking"].is_set():
+                    unmasker.close()
             finally:
                 self.q_out.put(_END, self._stop)
 
