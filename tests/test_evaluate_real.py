@@ -155,3 +155,41 @@ def test_same_person_evaluation_without_its_data_says_how_to_get_it(tmp_path, mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "training.data.same_person --source" in err[0] and "matush97/faceRecognition" in err[0]
     assert main(["--same-person", "--out", str(tmp_path / "out")]) == 2
+
+
+def _hole(size=256, box=(78, 178)):
+    hole = np.zeros((size, size), np.float32)
+    hole[box[0]:box[1], box[0]:box[1]] = 1.0
+    return hole
+
+
+def test_border_seam_is_zero_for_the_true_face_and_measures_a_colour_step_exactly():
+    from training.metrics import SEAM_BAND_PX, border_seam, delta_e
+    rng = np.random.default_rng(0)
+    truth = np.clip(_patch_of_lab(60, 12, 18).astype(int) + rng.integers(-6, 7, (256, 256, 1)), 0, 255).astype(np.uint8)
+    hole = _hole()
+    same = border_seam(truth.copy(), truth, hole)
+    assert same == {"gradient": 0.0, "colour_step": 0.0}
+    # A flat face with its hole redrawn 10 L* lighter: the step is the CIEDE2000 of the two colours,
+    # and the edge adds d / (2 band) of L* gradient on the band.
+    flat, lighter = _patch_of_lab(60, 12, 18), _patch_of_lab(70, 12, 18)
+    redrawn = np.where(hole[..., None] > 0.5, lighter, flat)
+    seam = border_seam(redrawn, flat, hole)
+    lab = lambda img: skimage_color.rgb2lab(img[:1, :1, ::-1])[0, 0]
+    assert abs(seam["colour_step"] - delta_e(lab(lighter), lab(flat))) < 0.05
+    d = lab(lighter)[0] - lab(flat)[0]
+    assert abs(seam["gradient"] - d / (2 * SEAM_BAND_PX)) < 0.2 * d / (2 * SEAM_BAND_PX)
+
+
+def test_border_seam_does_not_count_a_change_that_fades_in_away_from_the_border():
+    from training.metrics import border_seam
+    flat = _patch_of_lab(60, 12, 18)
+    lighter = _patch_of_lab(70, 12, 18).astype(np.float32)
+    hole = _hole()
+    inside = (hole > 0.5).astype(np.uint8)
+    import cv2
+    fade = np.clip(cv2.distanceTransform(inside, cv2.DIST_L2, 5) / 25.0, 0, 1)[..., None]   # 0 at the border
+    blended = np.round(flat * (1 - fade) + lighter * fade).astype(np.uint8)
+    hard = np.where(hole[..., None] > 0.5, lighter.astype(np.uint8), flat)
+    soft, step = border_seam(blended, flat, hole), border_seam(hard, flat, hole)
+    assert soft["gradient"] < 0.3 * step["gradient"] and soft["colour_step"] < 0.3 * step["colour_step"]

@@ -39,7 +39,8 @@ import numpy as np
 from models.spec import CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.data.synth import KINDS
-from training.metrics import LEFT_EYE, RIGHT_EYE, balanced_accuracy, iou_dice, paste_window, psnr, _tile
+from training.metrics import (LEFT_EYE, RIGHT_EYE, balanced_accuracy, border_seam, delta_e, iou_dice, mean_lab,
+                              paste_window, psnr, _tile)
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDING = ROOT.parent / "shared" / "weights" / "face-reidentification-retail-0095.onnx"
@@ -68,17 +69,6 @@ def ita_degrees(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
 
 def ita_bin(ita: float) -> str:
     return next((name for lo, hi, name in ITA_BINS if lo <= ita < hi), "6 dark" if ita < 0 else "1 very light")
-
-
-def mean_lab(image_bgr: np.ndarray, where: np.ndarray) -> np.ndarray:
-    from skimage.color import rgb2lab
-    px = image_bgr[where][:, ::-1].reshape(-1, 1, 3)
-    return rgb2lab(px).reshape(-1, 3).mean(0)
-
-
-def delta_e(lab_a: np.ndarray, lab_b: np.ndarray) -> float:
-    from skimage.color import deltaE_ciede2000
-    return float(deltaE_ciede2000(lab_a[None], lab_b[None])[0])
 
 
 class Embedder:
@@ -469,6 +459,11 @@ def same_person_identity(models, out: Path, limit: int = 0, preset: str = "fast"
             truth_lab = mean_lab(s["target"], hole)
             row["de_generative"] = delta_e(mean_lab(o, hole), truth_lab)
             row["de_own_face"] = delta_e(mean_lab(own, hole), truth_lab)
+            # Seams: each window hard-pasted over the true face outside the hole (the worst case of
+            # the stream's blend), against the true face on the same border pixels.
+            for name, window in (("generative", o), ("own_face", own)):
+                seam = border_seam(np.where(hole[..., None], window, s["target"]), s["target"], s["hole"])
+                row[f"seam_gradient_{name}"], row[f"seam_step_{name}"] = seam["gradient"], seam["colour_step"]
             pasted = {name: paste_window(crop, window, s["matrix"], s["hole"])
                       for name, window in (("masked", s["image"]), ("generative", o), ("own_face", own))}
             for name, full in pasted.items():
@@ -507,6 +502,10 @@ def summarise_same_person(rows: list[dict], gallery: np.ndarray, gallery_person:
             if values:
                 res[f"de_{name}"] = float(np.mean(values))
                 res[f"de_{name}_over_10"] = float(np.mean(np.array(values) > 10))
+            for kind in ("gradient", "step"):
+                values = [r[f"seam_{kind}_{name}"] for r in rs if np.isfinite(r.get(f"seam_{kind}_{name}", np.nan))]
+                if values:
+                    res[f"seam_{kind}_{name}"] = float(np.mean(values))
         return res
 
     res = {"gallery_people": int(len(gallery_person)), "overall": group(rows)}
@@ -540,6 +539,18 @@ def same_person_markdown(m: dict) -> str:
         lines += ["", "Colour of the hole against the true face (mean Lab, CIEDE2000; share of probes above 10): "
                   f"generative {o['de_generative']:.2f} ({o['de_generative_over_10']:.2f}), own-face path "
                   f"{o['de_own_face']:.2f} ({o['de_own_face_over_10']:.2f})."]
+    if "seam_gradient_own_face" in o:
+        lines += ["", "Seam at the hole border (`training.metrics.border_seam`: the window hard-pasted over the true "
+                  "face; extra L* gradient per px on the border band, and the colour step across it in CIEDE2000, "
+                  "each over the true face's own; 0 = no seam): "
+                  f"generative {o['seam_gradient_generative']:.2f} / {o['seam_step_generative']:.2f}, own-face path "
+                  f"{o['seam_gradient_own_face']:.2f} / {o['seam_step_own_face']:.2f}."]
+        lines += ["", "| yaw | n | seam gradient generative / own face | colour step generative / own face |",
+                  "|---|---|---|---|"]
+        for k, v in m["by_yaw"].items():
+            lines.append(f"| {k} | {v['n']} | {v.get('seam_gradient_generative', float('nan')):.2f} / "
+                         f"{v.get('seam_gradient_own_face', float('nan')):.2f} | "
+                         f"{v.get('seam_step_generative', float('nan')):.2f} / {v.get('seam_step_own_face', float('nan')):.2f} |")
     for key, title in (("by_yaw", "the probe's yaw"), ("by_kind", "covering")):
         lines += ["", f"## By {title} (top-1 in the gallery of {g} / mean cosine)", "",
                   "| group | n | " + " | ".join(names[n] for n in SAME_PERSON_METHODS) + " |",

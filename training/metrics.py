@@ -67,6 +67,50 @@ def paste_window(crop256: np.ndarray, window: np.ndarray, matrix: np.ndarray, ho
     return out
 
 
+
+def mean_lab(image_bgr: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Mean CIELAB colour of the selected pixels of a BGR uint8 image."""
+    from skimage.color import rgb2lab
+    px = image_bgr[where][:, ::-1].reshape(-1, 1, 3)
+    return rgb2lab(px).reshape(-1, 3).mean(0)
+
+
+def delta_e(lab_a: np.ndarray, lab_b: np.ndarray) -> float:
+    from skimage.color import deltaE_ciede2000
+    return float(deltaE_ciede2000(lab_a[None], lab_b[None])[0])
+
+
+SEAM_BAND_PX = 3   # each side of the hole border (at 256 px a face is ~200 px wide)
+
+
+def border_seam(image: np.ndarray, truth: np.ndarray, hole: np.ndarray, band: int = SEAM_BAND_PX) -> dict:
+    """How visible the border of a redrawn hole is, against the true face on the same pixels.
+
+    * gradient: mean L* gradient magnitude (Sobel, L* units per px) on the band straddling the
+      border, minus the true face's there: the edge a seam adds beyond the face's own texture
+      (0 = none; a clean step of d in L* adds d / (2 band) on average).
+    * colour_step: CIEDE2000 between the mean colours just inside and just outside the border,
+      minus the true face's own inside/outside difference (0 = the colour runs on as in reality).
+    Both are computed on `image` and `truth` (BGR uint8, same size) with `hole` (> 0.5 inside).
+    """
+    inside = (hole > 0.5).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    grown, shrunk = cv2.dilate(inside, kernel), cv2.erode(inside, kernel)
+    straddle = (grown > 0) & (shrunk == 0)
+    ring_in, ring_out = (inside > 0) & (shrunk == 0), (grown > 0) & (inside == 0)
+    if not ring_in.any() or not ring_out.any():
+        return {"gradient": float("nan"), "colour_step": float("nan")}
+
+    def gradient(img):
+        light = cv2.cvtColor(img.astype(np.float32) / 255.0, cv2.COLOR_BGR2Lab)[..., 0]
+        gx, gy = cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3) / 8, cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3) / 8
+        return float(np.hypot(gx, gy)[straddle].mean())
+
+    def step(img):
+        return delta_e(mean_lab(img, ring_in), mean_lab(img, ring_out))
+
+    return {"gradient": gradient(image) - gradient(truth), "colour_step": step(image) - step(truth)}
+
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     a = a.astype(np.float64)
     b = b.astype(np.float64)
