@@ -231,3 +231,25 @@ def test_disc_dilation_by_rectangles_equals_opencvs_elliptic_kernel(radius):
     for mask in ((rng.random((96, 128)) > 0.997).astype(np.uint8),
                  cv2.circle(np.zeros((128, 128), np.uint8), (64, 80), 30, 1, -1)):
         np.testing.assert_array_equal(_dilate_disc(mask, radius), cv2.dilate(mask, kernel))
+
+
+def test_the_border_match_removes_a_step_at_the_hole_border_and_leaves_the_inside_alone():
+    from stream.reference import SEAM_OFFSET_MAX, match_border
+    from training.metrics import border_seam
+    size = 128
+    hole = np.zeros((size, size), np.float32)
+    hole[40:110, 24:104] = 1.0
+    covered = np.ones((size, size), bool)
+    frame = np.full((size, size, 3), (120, 140, 170), np.uint8)          # the frame's skin around the hole
+    drawn = np.full((size, size, 3), (132, 150, 178), np.float32)        # the render, 8-12 levels off
+    out, offset = match_border(drawn, covered, frame, hole)
+    just_outside = (cv2.dilate((hole > 0.5).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (hole <= 0.5)
+    np.testing.assert_allclose(out[just_outside], frame[just_outside].astype(np.float32), atol=1.5)
+    np.testing.assert_allclose(out[75, 64], drawn[75, 64], atol=0.05)  # the middle of the hole: untouched
+    pasted = lambda img: np.where(hole[..., None] > 0.5, np.clip(img + 0.5, 0, 255).astype(np.uint8), frame)
+    assert border_seam(pasted(out), frame, hole)["colour_step"] < 0.25 * border_seam(pasted(drawn), frame, hole)["colour_step"]
+    # A ring pixel that is not skin in one image (hair, the mask's fringe) moves the render at most
+    # SEAM_OFFSET_MAX levels.
+    far = np.full((size, size, 3), (10, 10, 10), np.uint8)
+    _, offset = match_border(drawn, covered, far, hole)
+    assert np.abs(offset).max() <= SEAM_OFFSET_MAX + 1e-3
