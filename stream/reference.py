@@ -305,17 +305,8 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
         return drawn.astype(np.float32), previous_gain
     # The gain field is smooth by design: compute it on a quarter-size grid.
     small = max(8, size // 4)
-    shrink = lambda x: cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
-    sigma = LIGHT_SIGMA_FRACTION * small
-    blur = lambda x: cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    weight = shrink(ring.astype(np.float32))
-    w_blur = blur(weight)
-    w = np.maximum(w_blur, 1e-6)[..., None]
-    # Masking by a bitwise AND with the ring (exactly x * ring, a tenth of the cost of numpy's
-    # broadcast multiply with its casts).
-    ring_u8 = ring.view(np.uint8)
-    frame_mean = blur(shrink(cv2.bitwise_and(frame_window, frame_window, mask=ring_u8).astype(np.float32))) / w
-    drawn_mean = blur(shrink(cv2.bitwise_and(drawn, drawn, mask=ring_u8).astype(np.float32))) / w
+    (frame_mean, drawn_mean), w_blur = _local_means_on(ring, (frame_window, drawn), small,
+                                                       LIGHT_SIGMA_FRACTION * small)
     gain = (frame_mean + 1.0) / (drawn_mean + 1.0)
     # Far from the ring the local estimate fades into the ring's overall ratio (medians:
     # a few ring pixels on hair or background must not set the face's colour).
@@ -349,22 +340,31 @@ def match_border(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarra
     if band.sum() < 20:
         return drawn, previous
     small = max(16, size // 4)
-    shrink = lambda x: cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
-    sigma = max(1.0, SEAM_SIGMA_FRACTION * small)
-    blur = lambda x: cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    band_u8 = band.view(np.uint8)
-    weight = shrink(band.astype(np.float32))
-    # Band-masked sums per cell (bitwise AND with the band: exactly x * band, without casts).
-    frame_sum = shrink(cv2.bitwise_and(frame_window, frame_window, mask=band_u8).astype(np.float32))
-    drawn_sum = shrink(cv2.bitwise_and(drawn, drawn, mask=band_u8))
-    w_blur = blur(weight)
-    spread = blur(frame_sum - drawn_sum) / np.maximum(w_blur, 1e-6)[..., None]
+    (frame_mean, drawn_mean), w_blur = _local_means_on(band, (frame_window, drawn), small,
+                                                       max(1.0, SEAM_SIGMA_FRACTION * small))
+    spread = frame_mean - drawn_mean
     # Full strength on and next to the band; gone about two sigmas into the hole.
     near = np.clip(w_blur * 4.0, 0.0, 1.0)[..., None]
     offset = (np.clip(spread, -SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * near).astype(np.float32)
     if previous is not None and previous.shape == offset.shape:
         offset = (LIGHT_SMOOTHING * previous + (1 - LIGHT_SMOOTHING) * offset).astype(np.float32)
     return drawn + cv2.resize(offset, (size, size), interpolation=cv2.INTER_LINEAR), offset
+
+
+def _local_means_on(where: np.ndarray, images, small: int, sigma: float):
+    """Each image's local mean over the pixels `where` (normalised convolution), on a (small, small)
+    grid with a Gaussian of `sigma` grid cells; also the blurred share of `where` (how near it a
+    cell is). Returns ([(small, small, C) float32 per image], (small, small) float32)."""
+    shrink = lambda x: cv2.resize(x, (small, small), interpolation=cv2.INTER_AREA)
+    blur = lambda x: cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    w_blur = blur(shrink(where.astype(np.float32)))
+    w = np.maximum(w_blur, 1e-6)[..., None]
+    # Masking by a bitwise AND (exactly x * where, a tenth of the cost of numpy's broadcast
+    # multiply with its casts).
+    where_u8 = where.view(np.uint8)
+    means = [blur(shrink(cv2.bitwise_and(img, img, mask=where_u8).astype(np.float32, copy=False))) / w
+             for img in images]
+    return means, w_blur
 
 
 def _channel_medians(image: np.ndarray, where: np.ndarray) -> np.ndarray:

@@ -67,7 +67,6 @@ def paste_window(crop256: np.ndarray, window: np.ndarray, matrix: np.ndarray, ho
     return out
 
 
-
 def mean_lab(image_bgr: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Mean CIELAB colour of the selected pixels of a BGR uint8 image."""
     from skimage.color import rgb2lab
@@ -110,6 +109,7 @@ def border_seam(image: np.ndarray, truth: np.ndarray, hole: np.ndarray, band: in
         return delta_e(mean_lab(img, ring_in), mean_lab(img, ring_out))
 
     return {"gradient": gradient(image) - gradient(truth), "colour_step": step(image) - step(truth)}
+
 
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
     a = a.astype(np.float64)
