@@ -216,16 +216,16 @@ class Pipeline:
         finally:
             self.q_in.put(_END, self._stop)
 
-    def _frames_in_order(self, upstream: str):
+    def _frames_in_order(self):
         """The frames of q_in, each with its timestamp (ms, monotonic); stops at the end marker,
-        a stop, or when `upstream` has finished and nothing is left."""
+        an error, a stop, or when capture has finished and nothing is left."""
         last_ts = -1.0
         while True:
             try:
                 item = self.q_in.get(_POLL_S)
             except queue.Empty:
                 # Upstream finished (or died) and nothing is left: done.
-                if self._stop.is_set() or (self._finished[upstream].is_set() and self.q_in.qsize() == 0):
+                if self._stop.is_set() or (self._finished["capture"].is_set() and self.q_in.qsize() == 0):
                     return
                 continue
             if item is _END or self._errors:
@@ -244,7 +244,7 @@ class Pipeline:
 
     def _tracking(self, unmasker) -> None:
         try:
-            for frame, ts_ms in self._frames_in_order("capture"):
+            for frame, ts_ms in self._frames_in_order():
                 if not self.q_tracked.put((frame, unmasker.track_frame(frame.image, timestamp_ms=ts_ms)), self._stop):
                     break
         except BaseException as exc:  # noqa: BLE001
@@ -293,7 +293,7 @@ class Pipeline:
                     if not self.q_out.put((frame, res), self._stop):
                         break
             else:
-                for frame, ts_ms in self._frames_in_order("capture"):
+                for frame, ts_ms in self._frames_in_order():
                     res = unmasker.process(frame.image, timestamp_ms=ts_ms)
                     frame.stages.update(res.timings_ms)
                     if not self.q_out.put((frame, res), self._stop):
