@@ -104,7 +104,10 @@ def test_relighting_takes_the_reference_to_the_frames_light():
     with Unmasker(reference=dark) as um:
         relit = um.process(img).image
     assert mean_delta_e(dark, truth, gt) > 15                  # unrelit, the step would be glaring
-    assert mean_delta_e(relit, same_light, gt) < 3.0           # measured 2.0
+    # Measured 3.9. A pure x0.55 of the 8-bit values is what a per-channel gain (the first relighting)
+    # fits exactly (2.0), but on real photo pairs an additive CIELAB offset lands nearer the true face
+    # (held-out hole colour 7.1 -> 5.2 ΔE), so that is what ships.
+    assert mean_delta_e(relit, same_light, gt) < 4.5
     assert mean_delta_e(same_light, truth, gt) < 4.0           # measured 2.7 (the mouth's shape differs)
 
 
@@ -207,20 +210,6 @@ def test_an_enrolment_is_never_carried_to_someone_else():
             right = [x for x in res.faces if x.box[0] > truth.shape[1]]
             assert all(x.reconstruction == "generative" for x in right)
         assert len(res.faces) == 2
-
-
-@pytest.mark.parametrize("count", [1, 2, 7, 400, 401])
-def test_channel_medians_equal_numpys_median(count):
-    """The relighting's medians: by histogram for 8-bit images, exactly np.median (odd and even counts)."""
-    from stream.reference import _channel_medians
-    rng = np.random.default_rng(count)
-    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    where = np.zeros((32, 32), bool)
-    where.flat[rng.choice(32 * 32, count, replace=False)] = True
-    expected = np.median(image[where].astype(np.float32), axis=0)
-    np.testing.assert_array_equal(_channel_medians(image, where), expected)
-    floats = image.astype(np.float32) + 0.25
-    np.testing.assert_array_equal(_channel_medians(floats, where), expected + 0.25)
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3, 5, 7, 14, 28])
