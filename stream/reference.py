@@ -198,8 +198,9 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     One triangle-id raster (drawn far to near) and one cv2.remap: no per-triangle image warps.
     With `hole`, only the triangles near it (the hole's box grown by the relighting band) are drawn.
     """
+    from stream.rasterise import triangle_ids     # numba: loaded with the first reference, not with the stream
+
     tris, _ = canonical_mesh()
-    ids = np.full((size, size), -1, np.int32)
     corners = dst_points[tris]                                  # (898, 3, 2)
     # Element-wise over the three corners: a reduction over that short middle axis costs 50x more.
     lo = np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2])
@@ -213,11 +214,7 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
         (lo[:, 1] < min(y1, size))
     order = draw_order(dst_points)
     order = order[use[order] & near[order]]
-    # One polygon fill per triangle (4 fractional bits), far to near; the call's overhead is the
-    # render's largest cost, so positional arguments and a list of (3, 2) arrays.
-    fill = cv2.fillConvexPoly
-    for t, pts in zip(order.tolist(), list(np.round(corners[order] * 16).astype(np.int32))):
-        fill(ids, pts, t, cv2.LINE_8, 4)
+    ids = triangle_ids(corners, order, size)
     covered = mesh = ids >= 0
     if not covered.any():
         blank = np.zeros((size, size, 3), src.dtype)
