@@ -14,6 +14,7 @@ import numpy as np
 
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, dilate_hole, window_matrix
 from stream.alignment import Alignment, transform_points
+from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
 from stream.stages import FrameContext, InpaintJob, Reconstructor
 
@@ -55,6 +56,8 @@ class CpuCompositor:
                 hole = cv2.warpAffine(np.asarray(job.mask).astype(np.float32), wm, (size, size),
                                       flags=cv2.INTER_LINEAR)
                 hole = dilate_hole((hole > 0.5).astype(np.uint8), size, self.dilate_px).astype(np.float32)
+                # Never over the eyes, the brows or above them, whatever the mask says.
+                hole[window_protected_region(job.landmarks_crop, size)] = 0.0
             holes.append(hole)
             maps.append(landmark_map_for(job.landmarks_crop, size))
             genders.append(job.gender)

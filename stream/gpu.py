@@ -46,6 +46,7 @@ from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRES
 from models.checkpoints import load_network
 from stream.alignment import Alignment
 from stream.errors import ModelError
+from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
 from stream.stages import FaceAnalysis, FrameContext, InpaintJob
 from stream.tracking import FaceTracker
@@ -388,9 +389,10 @@ class TorchFrameReconstructor:
         masks_np = [j.mask for j in jobs if not isinstance(j.mask, torch.Tensor)]
         maps = np.stack([landmark_map_for(np.asarray(j.landmarks_crop), size) for j in jobs])
         genders = np.array([j.gender for j in jobs], np.float32)
-        aux = [maps, genders] + [np.asarray(m, np.float32) for m in masks_np]
+        protected_np = np.stack([window_protected_region(j.landmarks_crop, size) for j in jobs]).astype(np.float32)
+        aux = [maps, genders, protected_np] + [np.asarray(m, np.float32) for m in masks_np]
         dev = self._upload_aux(aux)
-        maps_t, genders_t, uploaded = dev[0][:, None], dev[1], iter(dev[2:])
+        maps_t, genders_t, protected, uploaded = dev[0][:, None], dev[1], dev[2][:, None], iter(dev[3:])
         masks = torch.stack([j.mask.to(self.device, torch.float32) if isinstance(j.mask, torch.Tensor)
                              else next(uploaded) for j in jobs])[:, None]
         # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop), as the CPU path
@@ -399,6 +401,9 @@ class TorchFrameReconstructor:
         hole = warp_affine(masks, wm, (size, size), padding_mode="zeros")
         k = hole_kernel_size(size, self.dilate_px)                               # models.spec's hole rule
         hole = F.max_pool2d((hole > 0.5).float(), k, stride=1, padding=k // 2)    # = cv2.dilate, square k
+        # Never over the eyes, the brows or above them, whatever the segmentation says (as the CPU
+        # path's stream.hole): the feathered alpha is exactly 0 there, so those pixels keep their values.
+        hole = hole * (1.0 - protected)
         return mats, windows, hole, maps_t, genders_t
 
     @torch.inference_mode()

@@ -81,6 +81,21 @@ def protected_region(landmarks: np.ndarray, to_canonical: np.ndarray, rect) -> n
     return keep | (cv2.distanceTransform(1 - hulls, cv2.DIST_L2, 3) <= margin)
 
 
+def window_protected_region(landmarks_crop: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: the inpainting-window pixels a hole made in the window itself (a job without
+    a FrameHole: the GPU path, and jobs passed on their own) must never reach: each eye with its brow
+    (grown by EYE_MARGIN) and everything above the brows, from the canonical-crop landmarks.
+
+    Such a window is blended by reading its alpha bilinearly at each frame pixel: a frame pixel just
+    inside the region can read window pixels up to two away across its edge (one for the bilinear
+    footprint, one for where the edge falls between pixel centres), so the region is grown by two.
+    """
+    wm = window_matrix(size)
+    points = transform_points(np.asarray(landmarks_crop, np.float32), wm)
+    region = protected_region(points, cv2.invertAffineTransform(wm), (0, 0, size, size)).astype(np.uint8)
+    return cv2.dilate(region, np.ones((5, 5), np.uint8)) > 0
+
+
 def snap_to_colours(roi_bgr: np.ndarray, inside: np.ndarray, band: int, seed: int = 0) -> np.ndarray:
     """`inside` with the pixels within `band` px of its edge re-decided by colour: covered where the
     pixel is nearer (Lab) to one of the inside's k-means colours than to the outside's."""

@@ -445,3 +445,29 @@ def test_deferred_download_gives_the_same_frames(cuda_unmasker, weights_dir):
     for r, w in zip(pending, want):
         got = r.image.result() if isinstance(r.image, PendingFrame) else r.image
         np.testing.assert_array_equal(got, w)
+
+
+def test_the_gpu_blend_never_redraws_the_eyes_or_brows_when_the_covering_spreads_over_them(cpu_gpu_unmasker):
+    # The analyser says the whole crop is covered (a hand over the face): the device blend may redraw
+    # the lower face but not one pixel of the eyes, the brows or above them (as the CPU path).
+    from tests.test_hole import _eye_brow_region
+    import stream.gpu as gpu_module
+    img, gt = masked_astronaut()
+    lm = astronaut_landmarks()
+    al = align_face(lm, load_canonical_shape())
+    s = ANALYSER["input_size"]
+    jobs = [InpaintJob(al, np.ones((s, s), bool), al.to_crop(lm), 0.3)]
+    eyes = _eye_brow_region(lm, img.shape)
+    gpu = cpu_gpu_unmasker.gpu
+    out = gpu.download(gpu.inpaint_and_blend(gpu.upload(img), jobs))
+    changed = (out != img).any(2)
+    assert changed[gt > 0].mean() > 0.9                # the lower face was redrawn ...
+    assert not changed[eyes].any()                     # ... the eyes and brows not one pixel
+    # Without the protection the same jobs reach the eyes: the test can fail.
+    keep = gpu_module.window_protected_region
+    try:
+        gpu_module.window_protected_region = lambda landmarks, size: np.zeros((size, size), bool)
+        unprotected = gpu.download(gpu.inpaint_and_blend(gpu.upload(img), jobs))
+    finally:
+        gpu_module.window_protected_region = keep
+    assert (unprotected != img).any(2)[eyes].any()
