@@ -11,7 +11,8 @@ measures it: the mean absolute change inside the covering between consecutive ou
 previous frame is warped onto the current one (head motion removed), over the same measure on the
 input's real upper-face skin (about 1: the reconstruction changes no more than real skin does).
 Also the time inside the reference's render per face (median, p95): the same cost without the
-other path's noise.
+other path's noise; and a bare decode -> H.264 encode of the same frames (the floor), so the
+milliseconds can be read at the ~50 FPS floor the issues' targets assume.
 """
 from __future__ import annotations
 
@@ -34,6 +35,32 @@ def _frames(source: Path, limit: int):
             if i >= limit:
                 return
             yield f.to_ndarray(format="bgr24")
+
+
+def floor_fps(source: Path, frames: int) -> float:
+    """Frames per second of a bare decode -> H.264 encode of the same frames (the encoder settings of
+    stream.sinks.VideoFileSink): the machine's speed in this run, to read the milliseconds against."""
+    import io
+
+    import av
+
+    from stream.sinks import _encoder_options
+    images = list(_frames(source, frames))
+    buffer = io.BytesIO()
+    t = time.perf_counter()
+    with av.open(str(source)) as src, av.open(buffer, "w", format="mp4") as dst:
+        stream = dst.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = images[0].shape[1], images[0].shape[0], "yuv420p"
+        stream.codec_context.options = _encoder_options("libx264", 20, "veryfast", live=False)
+        for i, f in enumerate(src.decode(video=0)):
+            if i >= len(images):
+                break
+            frame = av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"), format="bgr24")
+            for packet in stream.encode(frame):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    return len(images) / (time.perf_counter() - t)
 
 
 def measure(source: Path, reference: np.ndarray, frames: int, warmup: int = 10) -> dict:
@@ -95,6 +122,11 @@ def measure(source: Path, reference: np.ndarray, frames: int, warmup: int = 10) 
     out["render_ms_per_face"] = {"median": float(np.median(render_ms)), "p95": float(np.percentile(render_ms, 95)),
                                  "calls": len(render_ms)} if render_ms else None
     out["flicker_vs_generative"] = out["reference"]["flicker_ratio"] / out["generative"]["flicker_ratio"]
+    # The machine's speed varies up to 2x between sessions; the issues' millisecond targets assume a
+    # ~50 FPS decode -> encode floor at 720p. Measured after the paths, on the same frames.
+    out["floor_fps"] = floor_fps(source, frames + warmup)
+    if out["render_ms_per_face"]:
+        out["render_ms_per_face"]["at_50_fps_floor"] = out["render_ms_per_face"]["median"] * out["floor_fps"] / 50.0
     return out
 
 
@@ -113,7 +145,13 @@ def to_markdown(r: dict) -> str:
 
 def _render_text(r: dict) -> str:
     t = r.get("render_ms_per_face")
-    return f"{t['median']:.2f} ms median, {t['p95']:.2f} ms p95 over {t['calls']} faces" if t else "not measured"
+    if not t:
+        return "not measured"
+    text = f"{t['median']:.2f} ms median, {t['p95']:.2f} ms p95 over {t['calls']} faces"
+    if "at_50_fps_floor" in t:
+        text += (f" (this run's decode -> encode floor: {r['floor_fps']:.1f} FPS; scaled to a 50 FPS floor "
+                 f"{t['at_50_fps_floor']:.2f} ms)")
+    return text
 
 
 def main(argv=None) -> int:
