@@ -54,8 +54,6 @@ LIGHT_SMOOTHING = 0.85     # video: share of the previous frame's relighting fie
 # The reference's lower face is kept at this size (px): above any window it is drawn into
 # at 720p/1080p face sizes, so per-frame sampling never needs a filter.
 REFERENCE_WINDOW = 192
-# How far past the mesh's outline (fraction of the window) the outline triangles are carried.
-OUTLINE_EXTENSION_FRACTION = 24 / 128
 # Seam: just outside the hole the render is pulled onto the frame's own pixels (a band of
 # this fraction of the window), and the correction fades into the hole over about twice the
 # blur's sigma; beyond the clamp (8-bit levels) a ring pixel is not skin in one of the images.
@@ -165,17 +163,18 @@ class ReferenceFace:
         Returns (window, share of the hole covered by the reference).
         """
         size = frame_window.shape[0]
-        drawn, covered, mesh = warp_mesh(self.texture, self.texture_points, window_points, size,
-                                         self.visible & facing_triangles(window_points), hole, with_mesh=True)
+        # Only the mesh's own triangles: past its outline (the neck below the jaw, the cheeks' edge)
+        # the generative fill shows. Carrying the outline triangles on past it drew the reference
+        # photo's own neck, hair and background there: on 1,427 covered photos of 288 people the
+        # border's colour step 1.75 -> 0.60 ΔE, the hole's colour 5.26 -> 4.76 ΔE and identity
+        # top-1 0.819 -> 0.821 without it (benchmarks/reports/real).
+        drawn, covered = warp_mesh(self.texture, self.texture_points, window_points, size,
+                                   self.visible & facing_triangles(window_points), hole)
         inside = hole > 0.5
         share = float(covered[inside].mean()) if inside.any() else 0.0
         if share == 0.0:
             return fallback, 0.0
-        # Light is compared on the face the mesh itself drew: past its outline the extension shows
-        # the reference photo's own neck or background, not what the frame shows there (measured on
-        # 1,427 covered photos against other photos of the same people: the hole's colour 11.5 -> 7.7
-        # ΔE from the true face, identity top-1 0.789 -> 0.815; benchmarks/reports/real).
-        drawn, light = relight(drawn, mesh, frame_window, hole, self._light if smooth else None)
+        drawn, light = relight(drawn, covered, frame_window, hole, self._light if smooth else None)
         self._light = light if smooth else None
         # The relighting is smooth by design (an offset field over a wide band); what is left of a
         # step at the hole's border is taken out here (measured on 1,427 covered photos of the
@@ -190,11 +189,10 @@ class ReferenceFace:
 
 
 def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, size: int,
-              use: np.ndarray, hole: np.ndarray | None = None, with_mesh: bool = False):
+              use: np.ndarray, hole: np.ndarray | None = None):
     """Piecewise-affine warp of `src` by mesh triangles onto a (size, size) canvas.
 
-    Returns ((S, S, 3) image of src's dtype, bool (S, S) covered), and with `with_mesh` also the
-    bool (S, S) pixels drawn by the mesh's own triangles (covered less the outline extension).
+    Returns ((S, S, 3) image of src's dtype, bool (S, S) covered: the pixels the triangles drew).
     One triangle-id raster (drawn far to near) and one cv2.remap: no per-triangle image warps.
     With `hole`, only the triangles near it (the hole's box grown by the relighting band) are drawn.
     """
@@ -215,11 +213,9 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     order = draw_order(dst_points)
     order = order[use[order] & near[order]]
     ids = triangle_ids(corners, order, size)
-    covered = mesh = ids >= 0
+    covered = ids >= 0
     if not covered.any():
-        blank = np.zeros((size, size, 3), src.dtype)
-        return (blank, covered, mesh) if with_mesh else (blank, covered)
-    ids, covered = _extend_past_outline(ids, covered, dst_points, size)
+        return np.zeros((size, size, 3), src.dtype), covered
     # dst -> src affine per drawn triangle ([x_src, y_src] = A @ [x, y, 1]), looked up per pixel
     # through the id raster; the extra last row (id -1: nothing drawn) maps to the corner and is
     # masked out by `covered`.
@@ -232,7 +228,7 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
     map_x = a[0] * xs + a[1] * ys + a[2]
     map_y = a[3] * xs + a[4] * ys + a[5]
     out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return (out, covered, mesh) if with_mesh else (out, covered)
+    return out, covered
 
 
 @functools.lru_cache(maxsize=4)
@@ -241,29 +237,6 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     xs.flags.writeable = ys.flags.writeable = False
     return xs, ys
-
-
-def _extend_past_outline(ids: np.ndarray, covered: np.ndarray, dst_points: np.ndarray, size: int):
-    """Carry the outline's triangles a little past the face's outline (jaw, chin, cheeks).
-
-    A covering reaches past the jaw onto the neck, where the mesh has no triangles; there the
-    nearest outline triangle's map continues the reference photo itself (its own jaw edge and neck)
-    instead of leaving a ring of generated skin. Only outside the mesh's convex outline: inside it,
-    missing triangles were left out on purpose (turned away) and stay for the generative fill.
-    """
-    outline = np.zeros((size, size), np.uint8)
-    hull = cv2.convexHull(np.round(dst_points * 16).astype(np.int32))
-    cv2.fillConvexPoly(outline, hull, 1, lineType=cv2.LINE_8, shift=4)
-    reach = max(2, round(OUTLINE_EXTENSION_FRACTION * size))
-    dist, labels = cv2.distanceTransformWithLabels((~covered).astype(np.uint8), cv2.DIST_L2, 5,
-                                                   labelType=cv2.DIST_LABEL_PIXEL)
-    grow = (~covered) & (outline == 0) & (dist <= reach)
-    if not grow.any():
-        return ids, covered
-    # DIST_LABEL_PIXEL numbers the zero (covered) pixels from 1 in scan order: the order of ids[covered].
-    ids = ids.copy()
-    ids[grow] = ids[covered][labels[grow] - 1]
-    return ids, ids >= 0
 
 
 def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
