@@ -179,15 +179,13 @@ def run(args) -> int:
         raise SinkError(f"{args.stats_json} exists; pass --overwrite to replace it")
     if args.stats_json and not args.stats_json.parent.exists():
         raise SinkError(f"cannot write {args.stats_json}: folder {args.stats_json.parent} does not exist")
-    gpu_resident, method, _ = choose_path(args.method, args.backend, args.device, args.tracker,
+    _, method, _ = choose_path(args.method, args.backend, args.device, args.tracker,
                                           args.preset)  # bad flags fail here
     own_face = {}
     if args.reference or args.enrol != "off" or args.save_enrolled:
         if method != "model":
             raise ModelError("--reference / --enrol need the trained models (--method model): the "
                              "analyser places the person's own mouth and jaw")
-        if gpu_resident:
-            raise ModelError("--reference / --enrol run on the CPU path for now: drop --device cuda")
         if args.save_enrolled and args.enrol == "off":
             raise ValueError("--save-enrolled needs --enrol auto")
         if args.save_enrolled and args.save_enrolled.exists() and any(args.save_enrolled.iterdir()) \

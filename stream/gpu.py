@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from engines.cuda_graph import CudaGraphed
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRESETS, WEIGHTS_DIR, decode_analyser, hole_kernel_size, window_matrix
 from models.checkpoints import load_network
-from stream.alignment import Alignment
+from stream.alignment import Alignment, transform_points
 from stream.errors import ModelError
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
@@ -408,9 +408,11 @@ class TorchFrameReconstructor:
 
     @torch.inference_mode()
     def inpaint_and_blend(self, frame: torch.Tensor, jobs: Sequence[InpaintJob],
-                          inplace: bool = False) -> torch.Tensor:
+                          inplace: bool = False, video: bool = False) -> torch.Tensor:
         """Redraw every job's lower-face window in one inpainter batch and blend it into the frame.
 
+        Jobs with a `reference` (the own-face path) get its render over the generated window (on the
+        CPU: stream.reference; `video` smooths its lighting over frames, as the CPU compositor does).
         Pixels where the warped feathered hole (alpha) is 0 keep their exact values. Returns the
         (H, W, 3) uint8 device frame (`frame` itself when `inplace`).
         """
@@ -422,6 +424,8 @@ class TorchFrameReconstructor:
         pred = self.inpainter(self._net_input(windows * (1.0 / 255.0)), self._net_input(hole),
                               self._net_input(maps), genders.to(self.dtype))
         pred = (pred.float() * 255.0).clamp_(0, 255)
+        if any(j.reference is not None for j in jobs):
+            pred = self._draw_references(pred, windows, hole, jobs, video)
         alpha = self._feather(hole)
         # Inverse warp, batched over faces: each face's region of the frame, padded to a common size.
         h, w = frame.shape[:2]
@@ -441,6 +445,26 @@ class TorchFrameReconstructor:
             roi = out[y0:y1, x0:x1]
             blended = torch.round(p * a + roi.float() * (1 - a)).clamp_(0, 255).to(torch.uint8)
             roi.copy_(torch.where(a > 0, blended, roi))
+        return out
+
+
+    def _draw_references(self, pred: torch.Tensor, windows: torch.Tensor, hole: torch.Tensor,
+                         jobs: Sequence[InpaintJob], video: bool) -> torch.Tensor:
+        """The own-face path on the device path: each referenced face's window, hole and generated
+        fill come down (one transfer of ~0.3 MB a face), the reference is rendered as on the CPU path
+        (stream.reference: a mesh warp and relighting, no network) and its window goes back up."""
+        which = [i for i, j in enumerate(jobs) if j.reference is not None]
+        idx = torch.as_tensor(which, device=pred.device)
+        host = self.download(torch.cat([windows[idx], pred[idx], hole[idx]], 1).permute(0, 2, 3, 1).contiguous())
+        size = self.window_size
+        drawn = np.empty((len(which), size, size, 3), np.float32)
+        for k, i in enumerate(which):
+            window = np.clip(host[k, ..., 0:3] + 0.5, 0, 255).astype(np.uint8)
+            generated = np.clip(host[k, ..., 3:6] + 0.5, 0, 255).astype(np.uint8)
+            points = transform_points(jobs[i].landmarks_crop, window_matrix(size))
+            drawn[k], _ = jobs[i].reference.render(points, window, host[k, ..., 6], generated, smooth=video)
+        out = pred.clone()
+        out[idx] = self._upload_aux([drawn])[0].permute(0, 3, 1, 2)
         return out
 
 
@@ -506,6 +530,8 @@ class TorchCompositor:
     device's generative network) and the blend, in place on the frame's device copy; the result stays
     there (`as_tensor`), comes back at once, or is a `PendingFrame` (`defer_download`)."""
 
+    renders_references = True     # draws InpaintJob.reference (the own-face path; rendered on the CPU)
+
     def __init__(self, gpu: TorchFrameReconstructor, frames: DeviceFrames, defer_download: bool = False):
         self.gpu, self.frames = gpu, frames
         self.window_size = gpu.window_size
@@ -517,7 +543,7 @@ class TorchCompositor:
             return (self.frames.tensor(ctx.image) if ctx.as_tensor else ctx.image.copy()), 0.0
         t = time.perf_counter()
         # In place: the upload belongs to this frame, no second device copy.
-        dev = self.gpu.inpaint_and_blend(self.frames.tensor(ctx.image), jobs, inplace=True)
+        dev = self.gpu.inpaint_and_blend(self.frames.tensor(ctx.image), jobs, inplace=True, video=ctx.video)
         self.frames.consumed()
         if ctx.as_tensor:
             out = dev

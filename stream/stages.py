@@ -54,7 +54,7 @@ class InpaintJob:
     landmarks_crop: np.ndarray            # (468, 2) canonical-crop pixels: the guide the inpainter follows
     gender: float                         # P(female)
     # The own-face path (stream.reference.ReferenceFace): this person's photo to draw instead of a
-    # generated face; None for the generative path. Only the CPU compositor draws references.
+    # generated face; None for the generative path. Both compositors draw it (stream.reference, on the CPU).
     reference: object | None = None
     # stream.hole.FrameHole: the hole at the frame's resolution (eyes cut out); None: the compositor
     # makes the window hole from `mask` (the GPU path, and jobs passed on their own).
