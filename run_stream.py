@@ -99,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--min-cutoff", type=positive_float, default=1.0, help="One Euro min cutoff (Hz)")
     m.add_argument("--beta", type=float, default=20.0, help="One Euro speed coefficient")
     own = p.add_argument_group("your own face (instead of a generated one)")
-    own.add_argument("--reference", metavar="PHOTO", type=Path,
+    own.add_argument("--reference", metavar="PHOTO", type=Path, action="append",
                      help="a photo of the person: their own lower face is shown on the main (largest) "
-                          "masked face. It shows THIS photo's face: use only your own, or with consent")
+                          "masked face. Repeat it for several people: each masked face gets the photo "
+                          "it looks like (a face embedding), or none. It shows THIS photo's face: use "
+                          "only your own, or with consent")
     own.add_argument("--enrol", choices=["off", "auto"], default="off",
                      help="auto: remember each person's sharp, frontal unmasked view (in memory only) and "
                           "show it once they are masked")
@@ -193,9 +195,11 @@ def run(args) -> int:
             raise SinkError(f"{args.save_enrolled} is not empty; pass --overwrite to write into it")
         if args.reference:
             from stream.reference import ReferenceFace
-            if not args.reference.is_file():
-                raise ValueError(f"reference photo {args.reference} not found")
-            own_face["reference"] = ReferenceFace.from_image(args.reference)   # analysed once
+            for path in args.reference:
+                if not path.is_file():
+                    raise ValueError(f"reference photo {path} not found")
+            photos = [ReferenceFace.from_image(path) for path in args.reference]   # analysed once
+            own_face["reference"] = photos[0] if len(photos) == 1 else photos
         own_face.update(enrol=args.enrol, save_enrolled=args.save_enrolled)
     if args.triton_url and args.backend != "triton":
         raise ModelError("--triton-url is for --backend triton")

@@ -48,6 +48,19 @@ ENROL_EVERY = 5           # enrol="auto": judge a track's unmasked view every N 
 # person and keeps the enrolment (the presenter who turns away or steps out and comes back masked).
 # Never to a face that appears with others in view, or elsewhere in the frame.
 ENROL_CARRY_S = 5.0
+# Several reference photos (set_references): a face is that person when the cosine of their face
+# embeddings (stream.identity) is at least this and beats the next photo by the margin. Measured on the
+# network: different people max 0.10, the same person with the lower face hidden ~0.6.
+PERSON_MIN_COSINE = 0.3
+PERSON_MARGIN = 0.1
+PERSON_TRIES = 10          # video: a track is compared at most this many times: on its first frame, then
+ASSIGN_EVERY = 3           # every this many frames, one track a frame (an embedding costs ~28 ms on 2 cores)
+
+
+def _is_person(cosines: np.ndarray, i: int) -> bool:
+    """Photo i is this face's person: similar enough, and clearly more than any other photo."""
+    others = np.delete(cosines, i)
+    return cosines[i] >= PERSON_MIN_COSINE and (len(others) == 0 or cosines[i] - others.max() >= PERSON_MARGIN)
 
 
 @dataclass
@@ -63,6 +76,8 @@ class Face:
     # What drew the hidden face: "generative" (the inpainter), "reference" (the user's photo),
     # "enrolled" (this person's own unmasked frames), or None when nothing was redrawn.
     reconstruction: str | None = None
+    # With several reference photos (set_references): which of them drew this face (its index), else None.
+    reference_id: int | None = None
 
 
 @dataclass
@@ -164,11 +179,19 @@ class Unmasker:
         self.enrol = enrol
         # Enrolled views are kept in memory only, unless the user names a folder for them.
         self.save_enrolled_dir = Path(save_enrolled) if save_enrolled is not None else None
-        # The own-face path: one reference for the main face (None), or one per track id.
+        # The own-face path: one reference for the main face (None), or one per track id ...
         self._references: dict[int | None, ReferenceFace] = {}
+        # ... or several people's photos, each given to the face it looks like (set_references).
+        self._people: list[tuple[ReferenceFace, np.ndarray]] = []
+        self._person_of: dict[int, int | None] = {}     # track id -> index into _people (None: nobody)
+        self._person_tries: dict[int, int] = {}
+        self._assign_clock = 0
+        self._embedder = None
         # (track id, enrolled view, last seen s, last box) of the one person alone in view
         self._lone_enrolment: tuple | None = None
-        if reference is not None:
+        if isinstance(reference, (list, tuple)):
+            self.set_references(reference)
+        elif reference is not None:
             self.set_reference(reference)
 
     # -- the own-face path ---------------------------------------------------------
@@ -183,12 +206,89 @@ class Unmasker:
         self._references[track_id] = image_or_path if isinstance(image_or_path, ReferenceFace) \
             else ReferenceFace.from_image(image_or_path)
 
+    def set_references(self, photos) -> None:
+        """Several people: each masked face gets the photo of the person it looks like (face embedding,
+        stream.identity), or none (the generative path) when it looks like none of them.
+
+        `Face.reference_id` says which photo (its index in `photos`) drew a face. In video a track is
+        decided from up to PERSON_TRIES looks at it, then keeps its photo. Replaces earlier photos.
+        """
+        if not getattr(self.compositor, "renders_references", False):
+            raise ValueError("this compositor cannot draw references")
+        from stream.identity import FaceEmbedder
+        if self._embedder is None:
+            self._embedder = FaceEmbedder()
+        people = []
+        for photo in photos:
+            ref = photo if isinstance(photo, ReferenceFace) else ReferenceFace.from_image(photo)
+            if ref.image is None:
+                raise ValueError("a reference given to set_references needs its photo (not an enrolled view)")
+            people.append((ref, self._embedder(ref.image, ref.landmarks)))
+        self._people = people
+        self._person_of.clear()
+        self._person_tries.clear()
+
     def clear_reference(self, track_id: int | None = None) -> None:
-        """Forget one reference (the main face's by default), or all with track_id="all"."""
+        """Forget one reference (the main face's by default), or all with track_id="all" (also the
+        photos of set_references)."""
         if track_id == "all":
             self._references.clear()
+            self._people = []
+            self._person_of.clear()
+            self._person_tries.clear()
         else:
             self._references.pop(track_id, None)
+
+    def _assign_people(self, ctx: FrameContext, work) -> dict[int, int | None]:
+        """Which of the set_references photos each face is (track id -> index or None).
+
+        A still decides every face at once. Video looks at a new track on its first frame and, until it
+        is recognised, a few more times (one track a frame), then keeps the answer; a photo goes to one
+        face at a time.
+        """
+        if not self._people:
+            return {}
+        if ctx.video:
+            alive = {w.tracked.track_id for w in work}
+            for track_id in [t for t in self._person_of if t not in self._states]:
+                self._person_of.pop(track_id, None)
+                self._person_tries.pop(track_id, None)
+            undecided = [w for w in work if self._person_of.get(w.tracked.track_id) is None
+                         and self._person_tries.get(w.tracked.track_id, 0) < PERSON_TRIES]
+            self._assign_clock += 1
+            # A new track is looked at at once (each new face costs one embedding on its first
+            # frame); a face not yet recognised is looked at again every few frames, one a frame.
+            new = [w for w in undecided if self._person_tries.get(w.tracked.track_id, 0) == 0]
+            again = [w for w in undecided if w not in new][:1] if self._assign_clock % ASSIGN_EVERY == 0 else []
+            taken = {p for t, p in self._person_of.items() if p is not None and t in alive}
+            for w in new + again:
+                track_id = w.tracked.track_id
+                self._person_tries[track_id] = self._person_tries.get(track_id, 0) + 1
+                person = self._best_person(ctx.image, w.tracked.landmarks, taken)
+                if person is not None:
+                    self._person_of[track_id] = person
+                    taken.add(person)
+            return {w.tracked.track_id: self._person_of.get(w.tracked.track_id) for w in work}
+        out, taken = {}, set()
+        scored = []
+        for w in work:
+            cos = self._person_cosines(ctx.image, w.tracked.landmarks)
+            scored += [(c, w.tracked.track_id, i, cos) for i, c in enumerate(cos)]
+        for c, track_id, i, cos in sorted(scored, key=lambda x: -x[0]):
+            if track_id in out or i in taken or not _is_person(cos, i):
+                continue
+            out[track_id] = i
+            taken.add(i)
+        return out
+
+    def _person_cosines(self, image, landmarks) -> np.ndarray:
+        e = self._embedder(image, landmarks)
+        return np.array([float(e @ emb) for _, emb in self._people])
+
+    def _best_person(self, image, landmarks, taken: set) -> int | None:
+        cos = self._person_cosines(image, landmarks)
+        best = int(np.argmax(cos))
+        return best if best not in taken and _is_person(cos, best) else None
 
     def enrolled(self) -> dict[int, ReferenceFace]:
         """The unmasked views kept per live track (enrol="auto"); memory only."""
@@ -205,12 +305,16 @@ class Unmasker:
             paths.append(path)
         return paths
 
-    def _reference_for(self, track_id: int, main_track: int | None, state) -> ReferenceFace | None:
+    def _reference_for(self, track_id: int, main_track: int | None, state,
+                       people: dict[int, int | None]) -> tuple[ReferenceFace | None, int | None]:
+        """The reference that draws this face and, for set_references photos, its index."""
         if track_id in self._references:
-            return self._references[track_id]
+            return self._references[track_id], None
+        if people.get(track_id) is not None:
+            return self._people[people[track_id]][0], people[track_id]
         if None in self._references and track_id == main_track:
-            return self._references[None]
-        return state.enrolled if state is not None else None
+            return self._references[None], None
+        return (state.enrolled if state is not None else None), None
 
     def _carry_lone_enrolment(self, work, now_s: float) -> None:
         """See ENROL_CARRY_S: one person alone in view keeps their enrolment across a lost track,
@@ -262,6 +366,8 @@ class Unmasker:
             t.close()
         self._trackers.clear()
         self._states.clear()
+        self._person_of.clear()
+        self._person_tries.clear()
         self._last_ts = None
 
     def close(self) -> None:
@@ -381,6 +487,7 @@ class Unmasker:
         main_track = max(boxes, key=boxes.get) if boxes else None
         if self.enrol == "auto" and ctx.video:
             self._carry_lone_enrolment(work, ctx.timestamp_s)
+        people = self._assign_people(ctx, work)
         for w in work:
             cov = decide_covering(w.state, w.analysis, w.input, self.smoothing)
             lm, source = decide_landmarks(w.state, w.analysis, w.input, w.tracked.source, cov.coverage, learned,
@@ -397,11 +504,12 @@ class Unmasker:
                 mask_to_frame(cov.mask_crop, w.input.alignment, ctx.image.shape[:2])
             if self.enrol == "auto" and w.state is not None and not cov.masked and cov.coverage < UNMASKED_FRACTION:
                 self._maybe_enrol(ctx.image, w.tracked.track_id, w.state, w.input.landmarks, w.tracked.source)
-            reference = self._reference_for(w.tracked.track_id, main_track, w.state) if cov.masked else None
+            reference, reference_id = self._reference_for(w.tracked.track_id, main_track, w.state, people) \
+                if cov.masked else (None, None)
             drawn_by = (("reference" if reference.source == "photo" else "enrolled") if reference
                         else ("generative" if cov.masked else None))
             faces.append(Face(w.tracked.box, lm.astype(np.float32), w.tracked.track_id, full_mask, bool(cov.masked),
-                              gender, float(gender_score), source, drawn_by))
+                              gender, float(gender_score), source, drawn_by, reference_id))
             if cov.masked and (hole is not None or not self.frame_holes):
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
                 jobs.append(InpaintJob(w.input.alignment, cov.mask_crop, w.input.alignment.to_crop(lm), gender_p,

@@ -37,22 +37,20 @@ import cv2
 import numpy as np
 
 from models.spec import CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
+from stream.identity import FACE_EMBEDDING, FaceEmbedder
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.data.synth import KINDS
-from training.metrics import (LEFT_EYE, RIGHT_EYE, balanced_accuracy, border_seam, delta_e, iou_dice, mean_lab,
+from training.metrics import (balanced_accuracy, border_seam, delta_e, iou_dice, mean_lab,
                               paste_window, psnr, _tile)
 
 ROOT = Path(__file__).resolve().parents[1]
-EMBEDDING = ROOT.parent / "shared" / "weights" / "face-reidentification-retail-0095.onnx"
+EMBEDDING = FACE_EMBEDDING     # models/weights/face_embedding.onnx: ../shared/weights' Intel network, byte for byte
 # Chardon's ITA° skin-tone categories (upper bounds exclusive), light to dark.
 ITA_BINS = [(55, 91, "1 very light"), (41, 55, "2 light"), (28, 41, "3 intermediate"),
             (10, 28, "4 tan"), (-30, 10, "5 brown"), (-91, -30, "6 dark")]
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "other"}
 # Visible skin that a covering never reaches: forehead and the cheekbones under the eyes.
 SKIN_POINTS = [151, 108, 337, 9, 117, 346, 118, 347]
-# ArcFace's five-point template (112 px) for the embedding's 128 px input.
-ARCFACE_5 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                      [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) * (128 / 112)
 
 
 def ita_degrees(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
@@ -71,28 +69,9 @@ def ita_bin(ita: float) -> str:
     return next((name for lo, hi, name in ITA_BINS if lo <= ita < hi), "6 dark" if ita < 0 else "1 very light")
 
 
-class Embedder:
-    """The evaluation-only face embedding (never used by training)."""
-
-    def __init__(self, path: Path = EMBEDDING):
-        import onnxruntime as ort
-        if not path.exists():
-            raise FileNotFoundError(f"{path} (the face embedding from ../shared/weights)")
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    @staticmethod
-    def five_points(landmarks: np.ndarray) -> np.ndarray:
-        return np.array([landmarks[LEFT_EYE].mean(0), landmarks[RIGHT_EYE].mean(0), landmarks[1],
-                         landmarks[61], landmarks[291]], np.float32)
-
-    def __call__(self, crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        # The subject's right eye is on the image's left: mediapipe's 33 side.
-        m, _ = cv2.estimateAffinePartial2D(self.five_points(landmarks), ARCFACE_5)
-        face = cv2.warpAffine(crop_bgr, m, (128, 128), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-        x = face.transpose(2, 0, 1)[None].astype(np.float32)
-        e = self.session.run(None, {"data": x})[0].reshape(-1)
-        return e / max(np.linalg.norm(e), 1e-9)
+# The identity judge: stream.identity's face embedding (never used by training; the product uses it
+# only to tell several reference photos apart).
+Embedder = FaceEmbedder
 
 
 def _subset(faces: FaceCache, idx: np.ndarray) -> FaceCache:
