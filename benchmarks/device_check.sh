@@ -5,7 +5,7 @@
 # network: carry the wheels in an ignored folder .devcarry/ (under 64 MiB with the repository):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .devcarry mediapipe==0.10.21 'protobuf>=4.25.3,<5' tflite numpy==1.26.4
+#       -d .devcarry mediapipe==0.10.21 'protobuf>=4.25.3,<5' tflite numpy==1.26.4 numba llvmlite
 #   cp benchmarks/device_check.sh .devcarry/ && echo /.devcarry/ >> .git/info/exclude
 # and run `bash .devcarry/device_check.sh` there with .devcarry carried. Results go to $OUT.
 # ENGINES=1 also runs the engines' GPU tests (TorchRunner vs ONNX Runtime) in their own process:
@@ -14,6 +14,8 @@ export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."   # the repository root (the script runs from .devcarry/)
 W=.devcarry
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $W/mediapipe-*.whl $W/tflite-*.whl 2>&1 | tail -2
+# numba: the own-face path's triangle raster (stream.rasterise), which the GPU path renders on the CPU
+ls $W/numba-*.whl >/dev/null 2>&1 && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $W/numba-*.whl $W/llvmlite-*.whl 2>&1 | tail -2
 # mediapipe's generated protobuf code needs protobuf 4; the image's onnx needs its own (6): kept apart
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/pb $W/protobuf-*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/pb:/tmp/site:$PWD

@@ -473,7 +473,7 @@ def test_the_gpu_blend_never_redraws_the_eyes_or_brows_when_the_covering_spreads
     assert (unprotected != img).any(2)[eyes].any()
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.gpu])])
 def test_the_gpu_path_draws_the_own_face_like_the_cpu_path(weights_dir, device):
     # --device cuda --reference me.jpg: the device path renders the reference as the CPU path does.
     from tests.faces import astronaut
