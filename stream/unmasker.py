@@ -57,6 +57,13 @@ PERSON_TRIES = 10          # video: a track is compared at most this many times:
 ASSIGN_EVERY = 3           # every this many frames, one track a frame (an embedding costs ~28 ms on 2 cores)
 
 
+def _warm_up_own_face() -> None:
+    """The own-face path's compiled raster, loaded when that path is set up rather than on the first
+    masked face (a ~1 s stall in a live stream)."""
+    from stream.rasterise import warm_up
+    warm_up()
+
+
 def _is_person(cosines: np.ndarray, i: int) -> bool:
     """Photo i is this face's person: similar enough, and clearly more than any other photo."""
     others = np.delete(cosines, i)
@@ -193,6 +200,8 @@ class Unmasker:
             self.set_references(reference)
         elif reference is not None:
             self.set_reference(reference)
+        if enrol == "auto":
+            _warm_up_own_face()
 
     # -- the own-face path ---------------------------------------------------------
     def set_reference(self, image_or_path, track_id: int | None = None) -> None:
@@ -205,6 +214,7 @@ class Unmasker:
             raise ValueError("the own-face path runs on the CPU path (this compositor cannot draw references)")
         self._references[track_id] = image_or_path if isinstance(image_or_path, ReferenceFace) \
             else ReferenceFace.from_image(image_or_path)
+        _warm_up_own_face()
 
     def set_references(self, photos) -> None:
         """Several people: each masked face gets the photo of the person it looks like (face embedding,
@@ -225,6 +235,7 @@ class Unmasker:
                 raise ValueError("a reference given to set_references needs its photo (not an enrolled view)")
             people.append((ref, self._embedder(ref.image, ref.landmarks)))
         self._people = people
+        _warm_up_own_face()
         self._person_of.clear()
         self._person_tries.clear()
 
