@@ -211,7 +211,7 @@ class Unmasker:
         Raises ValueError (one line) when the photo is unreadable or holds no face.
         """
         if not getattr(self.compositor, "renders_references", False):
-            raise ValueError("the own-face path runs on the CPU path (this compositor cannot draw references)")
+            raise ValueError("this compositor cannot draw references (the own-face path)")
         self._references[track_id] = image_or_path if isinstance(image_or_path, ReferenceFace) \
             else ReferenceFace.from_image(image_or_path)
         _warm_up_own_face()
