@@ -64,10 +64,11 @@ def _warm_up_own_face() -> None:
     warm_up()
 
 
-def _is_person(cosines: np.ndarray, i: int) -> bool:
-    """Photo i is this face's person: similar enough, and clearly more than any other photo."""
+def is_person(cosines: np.ndarray, i: int, threshold: float = PERSON_MIN_COSINE, margin: float = PERSON_MARGIN) -> bool:
+    """Photo i is this face's person: similar enough, and clearly more than any other photo
+    (`cosines`: the face's embedding against each photo's; training.evaluate_people measures the rule)."""
     others = np.delete(cosines, i)
-    return cosines[i] >= PERSON_MIN_COSINE and (len(others) == 0 or cosines[i] - others.max() >= PERSON_MARGIN)
+    return cosines[i] >= threshold and (len(others) == 0 or cosines[i] - others.max() >= margin)
 
 
 @dataclass
@@ -286,7 +287,7 @@ class Unmasker:
             cos = self._person_cosines(ctx.image, w.tracked.landmarks)
             scored += [(c, w.tracked.track_id, i, cos) for i, c in enumerate(cos)]
         for c, track_id, i, cos in sorted(scored, key=lambda x: -x[0]):
-            if track_id in out or i in taken or not _is_person(cos, i):
+            if track_id in out or i in taken or not is_person(cos, i):
                 continue
             out[track_id] = i
             taken.add(i)
@@ -299,7 +300,7 @@ class Unmasker:
     def _best_person(self, image, landmarks, taken: set) -> int | None:
         cos = self._person_cosines(image, landmarks)
         best = int(np.argmax(cos))
-        return best if best not in taken and _is_person(cos, best) else None
+        return best if best not in taken and is_person(cos, best) else None
 
     def enrolled(self) -> dict[int, ReferenceFace]:
         """The unmasked views kept per live track (enrol="auto"); memory only."""

@@ -99,3 +99,13 @@ def test_the_command_line_takes_one_reference_photo_per_person(tmp_path):
     missing = run_cli("--source", tmp_path / "two.png", "--output", tmp_path / "o2.png", "--no-display",
                       "--reference", tmp_path / "astronaut.png", "--reference", tmp_path / "nobody.png")
     assert missing.returncode != 0 and "nobody.png" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_assignment_rule_needs_similarity_and_a_clear_lead():
+    from stream.unmasker import PERSON_MARGIN, PERSON_MIN_COSINE
+    from training.evaluate_people import decide
+    t, m = PERSON_MIN_COSINE, PERSON_MARGIN
+    assert decide(np.array([t + 0.2, 0.0, 0.05]), t, m) == 0
+    assert decide(np.array([0.0, t + 0.01, t + 0.01 - m / 2]), t, m) is None     # two photos alike: neither
+    assert decide(np.array([t - 0.01, 0.0]), t, m) is None                        # not similar enough
+    assert decide(np.array([t + 0.05]), t, m) == 0                                # one photo: no lead needed

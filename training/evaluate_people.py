@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.unmasker import PERSON_MARGIN, PERSON_MIN_COSINE
+from stream.unmasker import PERSON_MARGIN, PERSON_MIN_COSINE, is_person
 
 
 def decide(cosines: np.ndarray, threshold: float, margin: float) -> int | None:
+    """The photo the product gives (the most similar, if the rule accepts it), or None."""
     best = int(np.argmax(cosines))
-    second = np.sort(cosines)[-2] if len(cosines) > 1 else -np.inf
-    return best if cosines[best] >= threshold and cosines[best] - second >= margin else None
+    return best if is_person(cosines, best, threshold, margin) else None
 
 
 def run(n_probes: int = 350, trials: int = 2000, seed: int = 0) -> dict:
