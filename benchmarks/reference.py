@@ -63,9 +63,10 @@ def floor_fps(source: Path, frames: int) -> float:
     return len(images) / (time.perf_counter() - t)
 
 
-def measure(source: Path, reference: np.ndarray, frames: int, warmup: int = 10) -> dict:
+def measure(source: Path, reference: np.ndarray, frames: int, warmup: int = 10, reference_px: int | None = None) -> dict:
     from stream import Unmasker
-    variants = {"generative": Unmasker(mode="video"), "reference": Unmasker(mode="video", reference=reference)}
+    variants = {"generative": Unmasker(mode="video"),
+                "reference": Unmasker(mode="video", reference=reference, reference_px=reference_px)}
     ms = {k: [] for k in variants}
     # The render's own time per face: the difference of two frame medians above is the
     # path's cost as a user sees it, but it carries both paths' noise on a loaded machine.
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source", type=Path, default=ROOT / "assets" / "sample.mp4")
     ap.add_argument("--reference", type=Path, help="reference photo (default: scikit-image's astronaut)")
     ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--reference-px", type=int, help="the own face's largest render (default: the window)")
     ap.add_argument("--json", type=Path, help="write the results JSON here")
     args = ap.parse_args(argv)
     if not args.source.exists():
@@ -178,7 +180,8 @@ def main(argv=None) -> int:
             return 2
         reference = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     result = {"source": str(args.source.relative_to(ROOT) if args.source.is_relative_to(ROOT) else args.source),
-              "created": time.strftime("%Y-%m-%d %H:%M"), **measure(args.source, reference, args.frames)}
+              "created": time.strftime("%Y-%m-%d %H:%M"), "reference_px": args.reference_px,
+              **measure(args.source, reference, args.frames, reference_px=args.reference_px)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,9 +24,22 @@ FEATHER_PX = 3     # Gaussian feathering of the hole's edge: a (2 * 3 + 1) px ke
 class CpuCompositor:
     renders_references = True     # draws InpaintJob.reference (the own-face path) over the generated face
 
-    def __init__(self, reconstructor: Reconstructor, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX):
+    def __init__(self, reconstructor: Reconstructor, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX,
+                 reference_px: int | None = None):
         self.reconstructor = reconstructor
         self.dilate_px, self.feather_px = dilate_px, feather_px
+        # The own-face path's largest render (px): None renders in the inpainting window; larger, a face
+        # whose window spans more frame pixels is rendered at up to this size (sharper on large faces,
+        # ~4x the cost at 256 px; see README).
+        self.reference_px = reference_px
+
+    def _reference_size(self, frame_to_window_m: np.ndarray, size: int) -> int:
+        """The render size for one face: the frame pixels its window spans, in steps of 32 (so the
+        relighting's smoothing state keeps its shape while a face moves), within [size, reference_px]."""
+        if not self.reference_px or self.reference_px <= size:
+            return size
+        span = size / np.sqrt(abs(np.linalg.det(frame_to_window_m[:, :2])))
+        return int(min(self.reference_px, max(size, 32 * round(span / 32))))
 
     @property
     def window_size(self) -> int:
@@ -65,11 +78,23 @@ class CpuCompositor:
         t = time.perf_counter()
         redrawn = self.reconstructor.inpaint(np.stack(windows), np.stack(holes), np.stack(maps),
                                              np.array(genders, np.float32))
-        # The own-face path replaces the generated face wherever the reference has texture.
+        # The own-face path replaces the generated face wherever the reference has texture; with
+        # reference_px, a large face's reference is rendered at (up to) the frame's resolution.
+        redrawn, mats = list(redrawn), list(mats)
         for i, job in enumerate(jobs):
-            if job.reference is not None:
-                points = transform_points(job.landmarks_crop, window_matrix(size))
+            if job.reference is None:
+                continue
+            points = transform_points(job.landmarks_crop, window_matrix(size))
+            r = self._reference_size(mats[i], size) if job.frame_hole is not None else size
+            if r == size:
                 redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i], smooth=video)
+                continue
+            m_r = mats[i] * (r / size)                                    # frame -> the r-px window
+            window_r = cv2.warpAffine(frame, m_r, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            hole_r = (cv2.resize(holes[i], (r, r), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
+            fallback_r = cv2.resize(redrawn[i], (r, r), interpolation=cv2.INTER_LINEAR)
+            redrawn[i], _ = job.reference.render(points * (r / size), window_r, hole_r, fallback_r, smooth=video)
+            mats[i] = m_r
         t_inpaint = (time.perf_counter() - t) * 1e3
         out = frame.copy()
         h, w = frame.shape[:2]

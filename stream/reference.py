@@ -130,6 +130,7 @@ class ReferenceFace:
                                       borderMode=cv2.BORDER_REPLICATE)
         self.texture_points = (self.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
         self.visible = facing_triangles(self.landmarks)
+        self._larger: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # textures above REFERENCE_WINDOW
         self._light = None        # the last frame's relighting field (smooth=True: video)
         self._offset = None       # and its border correction
 
@@ -152,6 +153,19 @@ class ReferenceFace:
             raise ValueError("no face found in the reference photo")
         return cls(image, landmarks, "photo", sharpness(image, landmarks))
 
+    def _texture_for(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The lower face kept at least at `size` px (from the photo; an enrolled view keeps only its
+        REFERENCE_WINDOW texture), so a render above that size is not upsampled."""
+        if size <= REFERENCE_WINDOW or self.image is None:
+            return self.texture, self.texture_points
+        if size not in self._larger:
+            m = face_window_matrix(self.landmarks, size)
+            texture = cv2.warpAffine(self.image, m, (size, size),
+                                     flags=cv2.INTER_AREA if _scale_of(m) < 1 else cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REPLICATE)
+            self._larger[size] = texture, (self.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
+        return self._larger[size]
+
     def render(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
                fallback: np.ndarray, smooth: bool = False) -> tuple[np.ndarray, float]:
         """This face drawn into one inpainting window.
@@ -168,7 +182,8 @@ class ReferenceFace:
         # photo's own neck, hair and background there: on 1,427 covered photos of 288 people the
         # border's colour step 1.75 -> 0.60 ΔE, the hole's colour 5.26 -> 4.76 ΔE and identity
         # top-1 0.819 -> 0.821 without it (benchmarks/reports/real).
-        drawn, covered = warp_mesh(self.texture, self.texture_points, window_points, size,
+        texture, texture_points = self._texture_for(size)
+        drawn, covered = warp_mesh(texture, texture_points, window_points, size,
                                    self.visible & facing_triangles(window_points), hole)
         inside = hole > 0.5
         share = float(covered[inside].mean()) if inside.any() else 0.0

@@ -158,7 +158,7 @@ class Unmasker:
                  mode: str = "auto", *, analyser: Analyser | None = None, compositor: Compositor | None = None,
                  make_tracker: Callable[[RunningMode], Tracker] | None = None,
                  frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None,
-                 refine_edges: bool = True, frame_holes: bool | None = None):
+                 refine_edges: bool = True, frame_holes: bool | None = None, reference_px: int | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if (analyser is None) != (compositor is None):
@@ -168,6 +168,12 @@ class Unmasker:
                 method = "model" if models_available(preset) else "classical"
             analyser, compositor = cpu_stages(method, backend, device, threads, preset, dilate_px, feather_px)
         self.analyser, self.compositor = analyser, compositor
+        if reference_px is not None:
+            if reference_px < 1:
+                raise ValueError(f"reference_px must be positive, got {reference_px}")
+            if not hasattr(compositor, "reference_px"):
+                raise ValueError("reference_px needs the CPU compositor (the GPU path renders in the window)")
+            compositor.reference_px = reference_px
         self.method = analyser.name
         self.mode = mode
         self.refine_edges = refine_edges   # guided refinement of the covering at frame resolution
