@@ -109,3 +109,17 @@ def test_the_assignment_rule_needs_similarity_and_a_clear_lead():
     assert decide(np.array([0.0, t + 0.01, t + 0.01 - m / 2]), t, m) is None     # two photos alike: neither
     assert decide(np.array([t - 0.01, 0.0]), t, m) is None                        # not similar enough
     assert decide(np.array([t + 0.05]), t, m) == 0                                # one photo: no lead needed
+
+
+def test_reference_px_needs_a_reference_and_a_sane_size(tmp_path):
+    from tests.test_cli import run_cli
+    cv2.imwrite(str(tmp_path / "face.png"), masked_astronaut()[0])
+    cv2.imwrite(str(tmp_path / "me.png"), astronaut())
+    base = ["--source", tmp_path / "face.png", "--output", tmp_path / "o.png", "--no-display"]
+    alone = run_cli(*base, "--reference-px", "256")
+    assert alone.returncode != 0 and "--reference-px needs --reference" in alone.stderr
+    huge = run_cli(*base, "--reference", tmp_path / "me.png", "--reference-px", "5000")
+    assert huge.returncode != 0 and "between 32 and 1024" in huge.stderr and "Traceback" not in huge.stderr
+    ok = run_cli(*base, "--reference", tmp_path / "me.png", "--reference-px", "256")
+    assert ok.returncode == 0, ok.stderr
+    assert (cv2.imread(str(tmp_path / "o.png")) != masked_astronaut()[0]).any()
