@@ -131,12 +131,28 @@ class _RedactingFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {redact_url(text)}"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each record: a plain StreamHandler keeps the stream it was made
+    with, which breaks once stderr is replaced (a closed capture in an embedding program or a test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def configure_logging(verbose: bool) -> None:
     """Show the library's warnings (a failed engine-cache lookup, a resized frame, a source
-    reconnecting); --verbose adds its INFO lines."""
-    handler = logging.StreamHandler()   # sys.stderr at each write, also once it is redirected
-    handler.setFormatter(_RedactingFormatter("%(message)s"))
+    reconnecting); --verbose adds its INFO lines. Called again (main() run twice in one process), it
+    replaces its handler instead of adding a second."""
     root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _CurrentStderrHandler)]:
+        root.removeHandler(old)
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(_RedactingFormatter("%(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
 

@@ -94,3 +94,29 @@ sys.stderr.write("python line\n")
     assert "dropped" not in proc.stderr and "python line" in proc.stderr
     assert "rtsp://***@cam/x?token=***" in proc.stderr
     assert "p@ss" not in proc.stderr and "T0KEN" not in proc.stderr
+
+
+def test_the_cli_log_handler_follows_stderr_and_is_never_doubled(monkeypatch):
+    # An embedding program (or a test) that replaces stderr, then closes the old one, must not get
+    # "--- Logging error ---" from the CLI's handler; running main() twice must not print twice.
+    import io
+    import logging
+    import run_stream
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        first = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", first)
+        run_stream.configure_logging(False)
+        run_stream.configure_logging(False)
+        ours = [h for h in root.handlers if h not in before]
+        assert len(ours) == 1
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("stream.sources").warning("rtsp://alice:pw@cam/x: reconnecting in 1.0 s")
+        assert second.getvalue() == "warning: rtsp://***@cam/x: reconnecting in 1.0 s\n"
+    finally:
+        for h in [h for h in root.handlers if h not in before]:
+            root.removeHandler(h)
+        root.setLevel(level)
