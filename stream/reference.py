@@ -124,11 +124,7 @@ class ReferenceFace:
         # Per frame we only ever sample the lower face at about the window's scale: keep
         # that part of the photo once, resampled to REFERENCE_WINDOW px (anti-aliased),
         # instead of filtering the whole photo every frame.
-        m = face_window_matrix(self.landmarks, REFERENCE_WINDOW)
-        self.texture = cv2.warpAffine(self.image, m, (REFERENCE_WINDOW, REFERENCE_WINDOW),
-                                      flags=cv2.INTER_AREA if _scale_of(m) < 1 else cv2.INTER_CUBIC,
-                                      borderMode=cv2.BORDER_REPLICATE)
-        self.texture_points = (self.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
+        self.texture, self.texture_points = _lower_face_texture(self.image, self.landmarks, REFERENCE_WINDOW)
         self.visible = facing_triangles(self.landmarks)
         self._larger: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # textures above REFERENCE_WINDOW
         self._light = None        # the last frame's relighting field (smooth=True: video)
@@ -159,11 +155,7 @@ class ReferenceFace:
         if size <= REFERENCE_WINDOW or self.image is None:
             return self.texture, self.texture_points
         if size not in self._larger:
-            m = face_window_matrix(self.landmarks, size)
-            texture = cv2.warpAffine(self.image, m, (size, size),
-                                     flags=cv2.INTER_AREA if _scale_of(m) < 1 else cv2.INTER_CUBIC,
-                                     borderMode=cv2.BORDER_REPLICATE)
-            self._larger[size] = texture, (self.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
+            self._larger[size] = _lower_face_texture(self.image, self.landmarks, size)
         return self._larger[size]
 
     def render(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
@@ -380,6 +372,14 @@ def _dilate_disc(mask: np.ndarray, radius: int) -> np.ndarray:
         d = cv2.dilate(mask, rect)
         out = d if out is None else cv2.bitwise_or(out, d, dst=out)
     return out
+
+
+def _lower_face_texture(image: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The photo's lower-face window at `size` px (anti-aliased when shrinking) and the landmarks in it."""
+    m = face_window_matrix(landmarks, size)
+    texture = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA if _scale_of(m) < 1 else cv2.INTER_CUBIC,
+                             borderMode=cv2.BORDER_REPLICATE)
+    return texture, (landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
 def face_window_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:

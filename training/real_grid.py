@@ -13,9 +13,9 @@ the reconstruction and the blend are all the shipped path's, nothing is given th
   reference photo | covered | generative | own face (the reference given) | the photo itself.
 
 Measured per photo, against the photo itself: the mean colour of the hole (CIEDE2000 of the mean
-CIELAB over the true covering) and, when the evaluation's face embedding is here
-(`../shared/weights`, never trained with), the cosine of the output to the uncovered photo for the
-covered input, the generative output and the own-face output.
+CIELAB over the true covering) and the cosine, by the evaluation's face embedding (shipped in
+`models/weights`, never trained with), of the output to the uncovered photo for the covered input,
+the generative output and the own-face output.
 """
 from __future__ import annotations
 
