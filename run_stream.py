@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "it looks like (a face embedding), or none. It shows THIS photo's face: use "
                           "only your own, or with consent")
     own.add_argument("--reference-px", metavar="N", type=int,
-                     help="render the own face at up to N px on large faces (e.g. 256 for 1080p webcams; "
-                          "default: the 128-px inpainting window). Sharper, ~4x the cost at 256. CPU path")
+                     help="render the own face at its frame resolution up to N px (default 384: a 720p "
+                          "webcam face; 512 for large 1080p faces, at about twice the cost; 128 renders in "
+                          "the inpainting window). CPU path")
     own.add_argument("--enrol", choices=["off", "auto"], default="off",
                      help="auto: remember each person's sharp, frontal unmasked view (in memory only) and "
                           "show it once they are masked")

@@ -19,18 +19,21 @@ from stream.reconstruct import frame_to_window, landmark_map_for
 from stream.stages import FrameContext, InpaintJob, Reconstructor
 
 FEATHER_PX = 3     # Gaussian feathering of the hole's edge: a (2 * 3 + 1) px kernel
+# The own-face path draws a large face's reference at the frame's own resolution, up to this many px
+# (3x the 128-px window: a 720p webcam face; benchmarks.reference: ~4 ms a face on 2 cores).
+REFERENCE_PX = 384
 
 
 class CpuCompositor:
     renders_references = True     # draws InpaintJob.reference (the own-face path) over the generated face
 
     def __init__(self, reconstructor: Reconstructor, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX,
-                 reference_px: int | None = None):
+                 reference_px: int | None = REFERENCE_PX):
         self.reconstructor = reconstructor
         self.dilate_px, self.feather_px = dilate_px, feather_px
-        # The own-face path's largest render (px): None renders in the inpainting window; larger, a face
-        # whose window spans more frame pixels is rendered at up to this size (sharper on large faces,
-        # ~4x the cost at 256 px; see README).
+        # The own-face path's largest render (px): a face whose window spans more frame pixels than the
+        # window is rendered at its frame resolution up to this size; None (or the window's size or
+        # less) renders in the inpainting window.
         self.reference_px = reference_px
 
     def _reference_size(self, frame_to_window_m: np.ndarray, size: int) -> int:
@@ -89,12 +92,11 @@ class CpuCompositor:
             if r == size:
                 redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i], smooth=video)
                 continue
-            m_r = mats[i] * (r / size)                                    # frame -> the r-px window
-            window_r = cv2.warpAffine(frame, m_r, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            hole_r = (cv2.resize(holes[i], (r, r), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)
-            fallback_r = cv2.resize(redrawn[i], (r, r), interpolation=cv2.INTER_LINEAR)
-            redrawn[i], _ = job.reference.render(points * (r / size), window_r, hole_r, fallback_r, smooth=video)
-            mats[i] = m_r
+            # Drawn at r px around the hole only: frame -> that part of the r-px window.
+            redrawn[i], _, (x0, y0) = job.reference.render_region(points, windows[i], holes[i], redrawn[i], r,
+                                                                  smooth=video)
+            mats[i] = mats[i] * (r / size)
+            mats[i][:, 2] -= (x0, y0)
         t_inpaint = (time.perf_counter() - t) * 1e3
         out = frame.copy()
         h, w = frame.shape[:2]

@@ -31,6 +31,7 @@ Everything stays in memory; nothing is written unless the caller asks
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,8 @@ LIGHT_BAND_FRACTION = 14 / 128
 LIGHT_SIGMA_FRACTION = 14 / 128
 LIGHT_OFFSET_MAX = np.array([40.0, 25.0, 25.0], np.float32)      # L*, a*, b*
 LOCAL_OFFSET_SPREAD = np.array([12.0, 6.0, 6.0], np.float32)
-LIGHT_SMOOTHING = 0.85     # video: share of the previous frame's relighting field kept
+LIGHT_SMOOTHING = 0.85     # video: share of the relighting field kept from one frame to the next
+LIGHT_EVERY = 3            # video: the lighting is solved on every this-many-th frame
 # The reference's lower face is kept at this size (px): above any window it is drawn into
 # at 720p/1080p face sizes, so per-frame sampling never needs a filter.
 REFERENCE_WINDOW = 192
@@ -129,6 +131,9 @@ class ReferenceFace:
         self._larger: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # textures above REFERENCE_WINDOW
         self._light = None        # the last frame's relighting field (smooth=True: video)
         self._offset = None       # and its border correction
+        self._correction = None   # what both added to the render (BGR, window px), and
+        self._unlit_frames = 0    # the frames drawn with it since it was solved
+        self._share = 0.0         # and the share of the hole the render covered then
 
     @classmethod
     def from_image(cls, image_or_path, mesh=None) -> "ReferenceFace":
@@ -166,116 +171,180 @@ class ReferenceFace:
         frame_window: (S, S, 3) the frame's window (for relighting; read outside the hole).
         hole: (S, S) float, > 0.5 where the covering is. fallback: (S, S, 3) the generative
         inpainter's output, used where the reference has no visible texture.
+        smooth: video (the lighting is carried over frames, and solved on every LIGHT_EVERY-th).
         Returns (window, share of the hole covered by the reference).
         """
         size = frame_window.shape[0]
-        # Only the mesh's own triangles: past its outline (the neck below the jaw, the cheeks' edge)
-        # the generative fill shows. Carrying the outline triangles on past it drew the reference
-        # photo's own neck, hair and background there: on 1,427 covered photos of 288 people the
-        # border's colour step 1.75 -> 0.60 ΔE, the hole's colour 5.26 -> 4.76 ΔE and identity
-        # top-1 0.819 -> 0.821 without it (benchmarks/reports/real).
-        texture, texture_points = self._texture_for(size)
-        drawn, covered = warp_mesh(texture, texture_points, window_points, size,
-                                   self.visible & facing_triangles(window_points), hole)
         inside = hole > 0.5
-        share = float(covered[inside].mean()) if inside.any() else 0.0
+        box = cv2.boundingRect(inside.view(np.uint8))
+        texture, texture_points = self._texture_for(size)
+        drawn, covered = warp_mesh(texture, texture_points, window_points, size, self._drawable(window_points), box=box)
+        share = float(covered[inside].mean()) if box[2] > 0 else 0.0
         if share == 0.0:
             return fallback, 0.0
-        drawn, light = relight(drawn, covered, frame_window, hole, self._light if smooth else None)
-        self._light = light if smooth else None
+        if self._relight_due(smooth):
+            lit = self._light_to_frame(drawn, covered, frame_window, hole, smooth)
+        else:
+            lit = drawn + self._correction
+        blended = cv2.blendLinear(lit, fallback.astype(np.float32), *_fallback_weights(covered))
+        return np.clip(blended + 0.5, 0, 255).astype(np.uint8), share
+
+    def render_region(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
+                      fallback: np.ndarray, out_size: int, smooth: bool = False
+                      ) -> tuple[np.ndarray, float, tuple[int, int]]:
+        """This face drawn at `out_size` px (the frame's own resolution on a large face), only around
+        the hole: the same inputs as `render`, at the window's S px.
+
+        The texture is sampled at out_size, only in the hole's box (grown by the feathering); the
+        lighting, smooth by design, is solved on the window's render as `render` solves it, and its
+        correction resampled.
+        Returns (the drawn part of the out_size² window, share of the hole covered, its (x, y) there).
+        """
+        size = frame_window.shape[0]
+        scale = out_size / size
+        inside = hole > 0.5
+        box = cv2.boundingRect(inside.view(np.uint8))
+        if box[2] == 0:
+            return _window_to_region(fallback, scale, (0, 0, out_size, out_size), cv2.INTER_LINEAR), 0.0, (0, 0)
+        margin = int(np.ceil(scale)) + FALLBACK_FEATHER_PX + 1
+        region = (max(int(box[0] * scale) - margin, 0), max(int(box[1] * scale) - margin, 0),
+                  min(int(np.ceil((box[0] + box[2]) * scale)) + margin, out_size),
+                  min(int(np.ceil((box[1] + box[3]) * scale)) + margin, out_size))
+        x0, y0, x1, y1 = region
+        use = self._drawable(window_points)
+        if self._relight_due(smooth):
+            # The lighting from the window's own render (as `render` solves it), so that the own face
+            # is lit the same at any size.
+            drawn, covered_window = warp_mesh(*self._texture_for(size), window_points, size, use, box=box)
+            share = self._share = float(covered_window[inside].mean())
+            if share == 0.0:
+                return _window_to_region(fallback, scale, region, cv2.INTER_LINEAR), 0.0, (x0, y0)
+            lit = self._light_to_frame(drawn, covered_window, frame_window, hole, smooth)
+            correction = self._correction if smooth else cv2.subtract(lit, drawn, dtype=cv2.CV_32F)
+        else:
+            share = self._share       # of the frame that solved the lighting (a frame or two ago)
+            correction = self._correction
+        texture, texture_points = self._texture_for(out_size)
+        detail, covered = warp_mesh(texture, texture_points, window_points * scale, out_size, use,
+                                    box=tuple(round(v * scale) for v in box), region=region)
+        # The correction is smooth: resampled and added in 8 bits, saturated (one pass each instead
+        # of float copies of a large window).
+        lit = cv2.add(detail, _window_to_region(correction, scale, region, cv2.INTER_LINEAR), dtype=cv2.CV_8U)
+        fallback = _window_to_region(fallback, scale, region, cv2.INTER_LINEAR)
+        return cv2.blendLinear(lit, fallback, *_fallback_weights(covered)), share, (x0, y0)
+
+    def _drawable(self, window_points: np.ndarray) -> np.ndarray:
+        """Triangles drawn: facing the camera in both the reference and the current face.
+
+        Only the mesh's own triangles: past its outline (the neck below the jaw, the cheeks' edge)
+        the generative fill shows. Carrying the outline triangles on past it drew the reference
+        photo's own neck, hair and background there: on 1,427 covered photos of 288 people the
+        border's colour step 1.75 -> 0.60 ΔE, the hole's colour 5.26 -> 4.76 ΔE and identity
+        top-1 0.819 -> 0.821 without it (benchmarks/reports/real)."""
+        return self.visible & facing_triangles(window_points)
+
+    def _relight_due(self, smooth: bool) -> bool:
+        """Video: the lighting changes slowly (it is smoothed over frames anyway), so it is solved on
+        every LIGHT_EVERY-th frame only; in between, the last correction (in the face-aligned window,
+        so it stays in place as the face moves) is added as it is."""
+        if not smooth or self._correction is None or self._unlit_frames >= LIGHT_EVERY - 1:
+            self._unlit_frames = 0
+            return True
+        self._unlit_frames += 1
+        return False
+
+    def _light_to_frame(self, drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
+                        smooth: bool) -> np.ndarray:
+        """The (window-size) render relit to the frame's light and matched at the hole's border (float32
+        BGR). With `smooth` (video) the fields are carried over frames, and the correction it adds to
+        the render is kept for the frames that are not relit."""
+        # Solved on every LIGHT_EVERY-th frame: as much of the old field is kept per solve as
+        # LIGHT_SMOOTHING keeps over that many frames (the light follows a change as fast).
+        keep = LIGHT_SMOOTHING ** LIGHT_EVERY
+        lit, light = relight(drawn, covered, frame_window, hole, self._light if smooth else None, keep)
         # The relighting is smooth by design (an offset field over a wide band); what is left of a
         # step at the hole's border is taken out here (measured on 1,427 covered photos of the
         # same people: see match_border).
-        drawn, offset = match_border(drawn, covered, frame_window, hole, self._offset if smooth else None)
-        self._offset = offset if smooth else None
-        # Fade from the render to the generative fill where the reference's texture ends.
-        k = 2 * FALLBACK_FEATHER_PX + 1
-        alpha = cv2.GaussianBlur(covered.astype(np.float32), (k, k), 0) * covered
-        out = cv2.blendLinear(drawn, fallback.astype(np.float32), alpha, 1 - alpha)
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8), share
+        lit, offset = match_border(lit, covered, frame_window, hole, self._offset if smooth else None, keep)
+        self._light, self._offset = (light, offset) if smooth else (None, None)
+        self._correction = cv2.subtract(lit, drawn, dtype=cv2.CV_32F) if smooth else None
+        return lit
+
+
+def _fallback_weights(covered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(render, fallback) weights: a fade from the render to the generative fill over a few pixels
+    where the reference's texture ends, at any size."""
+    k = 2 * FALLBACK_FEATHER_PX + 1
+    alpha = cv2.GaussianBlur(covered.astype(np.float32), (k, k), 0) * covered
+    return alpha, 1 - alpha
+
+
+def _window_to_region(image: np.ndarray, scale: float, region: tuple[int, int, int, int], interpolation) -> np.ndarray:
+    """`image` (window px) resized by `scale` (as cv2.resize to round(S * scale) px would), only the
+    `region` (x0, y0, x1, y1) of the result.
+
+    Only the source's part under the region is resized: it starts at a multiple of the scale's
+    denominator q (render sizes are steps of 32 px over the window, so scale = n / q with q small),
+    where a whole source pixel lands on a whole destination pixel and the sampling positions are
+    the whole resize's; two source pixels of margin keep its edge out of the region.
+    """
+    x0, y0, x1, y1 = region
+    ratio = Fraction(round(image.shape[0] * scale), image.shape[0])
+    q, n = ratio.denominator, ratio.numerator
+    first = lambda v: max(((v * q) // n - 2) // q * q, 0)                       # a multiple of q, 2 px before v
+    last = lambda v: min(-(-((v * q) // n + 3) // q) * q, image.shape[0])       # and after
+    sx0, sy0, sx1, sy1 = first(x0), first(y0), last(x1), last(y1)
+    part = cv2.resize(image[sy0:sy1, sx0:sx1], ((sx1 - sx0) * n // q, (sy1 - sy0) * n // q), interpolation=interpolation)
+    ox, oy = sx0 * n // q, sy0 * n // q
+    return part[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
 
 
 def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, size: int,
-              use: np.ndarray, hole: np.ndarray | None = None):
+              use: np.ndarray, hole: np.ndarray | None = None, box: tuple[int, int, int, int] | None = None,
+              region: tuple[int, int, int, int] | None = None):
     """Piecewise-affine warp of `src` by mesh triangles onto a (size, size) canvas.
 
     Returns ((S, S, 3) image of src's dtype, bool (S, S) covered: the pixels the triangles drew).
     One triangle-id raster (drawn far to near) and one cv2.remap: no per-triangle image warps.
-    With `hole`, only the triangles near it (the hole's box grown by the relighting band) are drawn.
+    With `hole` (or its bounding `box`, x, y, w, h), only the triangles near it (the hole's box grown
+    by the relighting band) are drawn. With `region` (x0, y0, x1, y1), only that part of the canvas
+    is drawn and returned.
     """
-    from stream.rasterise import triangle_ids     # numba: loaded with the first reference, not with the stream
+    from stream.rasterise import warp_maps    # numba: loaded with the first reference, not with the stream
 
     tris, _ = canonical_mesh()
-    corners = dst_points[tris]                                  # (898, 3, 2)
-    # Element-wise over the three corners: a reduction over that short middle axis costs 50x more.
-    lo = np.minimum(np.minimum(corners[:, 0], corners[:, 1]), corners[:, 2])
-    hi = np.maximum(np.maximum(corners[:, 0], corners[:, 1]), corners[:, 2])
-    x0, y0, x1, y1 = 0, 0, size, size
-    bx, by, bw, bh = cv2.boundingRect((hole > 0.5).view(np.uint8)) if hole is not None else (0, 0, 0, 0)
+    rx0, ry0, rx1, ry1 = region if region is not None else (0, 0, size, size)
+    width, height = rx1 - rx0, ry1 - ry0
+    near = (0, 0, width, height)
+    if box is None:
+        box = cv2.boundingRect((hole > 0.5).view(np.uint8)) if hole is not None else (0, 0, 0, 0)
+    bx, by, bw, bh = box
     if bw > 0:
         pad = 2 * max(2, round(LIGHT_BAND_FRACTION * size))
-        x0, y0, x1, y1 = bx - pad, by - pad, bx + bw - 1 + pad, by + bh - 1 + pad
-    near = (hi[:, 0] >= max(x0, 0)) & (lo[:, 0] < min(x1, size)) & (hi[:, 1] >= max(y0, 0)) & \
-        (lo[:, 1] < min(y1, size))
+        near = (max(bx - pad, 0) - rx0, max(by - pad, 0) - ry0, min(bx + bw - 1 + pad, size) - rx0,
+                min(by + bh - 1 + pad, size) - ry0)
+        near = (max(near[0], 0), max(near[1], 0), min(near[2], width), min(near[3], height))
+    shifted = dst_points - np.array([rx0, ry0], dst_points.dtype) if (rx0 or ry0) else dst_points
     order = draw_order(dst_points)
-    order = order[use[order] & near[order]]
-    ids = triangle_ids(corners, order, size)
+    ids, map_x, map_y, drawn = warp_maps(shifted, src_points, tris, order[use[order]], near, (height, width))
     covered = ids >= 0
-    if not covered.any():
-        return np.zeros((size, size, 3), src.dtype), covered
-    # dst -> src affine per drawn triangle ([x_src, y_src] = A @ [x, y, 1]), looked up per pixel
-    # through the id raster; the extra last row (id -1: nothing drawn) maps to the corner and is
-    # masked out by `covered`.
-    lookup = np.zeros((6, len(tris) + 1), np.float32)
-    lookup[:, order] = _triangle_affines(dst_points[tris[order]].astype(np.float64),
-                                         src_points[tris[order]].astype(np.float64)).reshape(-1, 6).T
-    flat_ids = ids.astype(np.intp)                              # -1 wraps to the zero row
-    a = [np.take(row, flat_ids, mode="wrap") for row in lookup]  # one (S, S) plane per coefficient
-    xs, ys = _pixel_grid(size)
-    map_x = a[0] * xs + a[1] * ys + a[2]
-    map_y = a[3] * xs + a[4] * ys + a[5]
+    if not drawn:
+        return np.zeros((height, width, 3), src.dtype), covered
     out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out, covered
 
 
-@functools.lru_cache(maxsize=4)
-def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) float32 pixel coordinates of a (size, size) window (read-only, shared)."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    xs.flags.writeable = ys.flags.writeable = False
-    return xs, ys
-
-
-def _triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """(T, 2, 3) affine maps taking each dst triangle (T, 3, 2) onto its src triangle.
-
-    Closed form (barycentric basis), vectorised: a batched LAPACK solve costs more
-    than the whole rest of the render for a few hundred 3x3 systems.
-    """
-    (d0x, d0y), (e1x, e1y), (e2x, e2y) = dst[:, 0].T, (dst[:, 1] - dst[:, 0]).T, (dst[:, 2] - dst[:, 0]).T
-    (s0x, s0y), (f1x, f1y), (f2x, f2y) = src[:, 0].T, (src[:, 1] - src[:, 0]).T, (src[:, 2] - src[:, 0]).T
-    det = e1x * e2y - e1y * e2x
-    det = np.where(np.abs(det) < 1e-9, 1e-9, det)
-    # Inverse of [e1 e2] (columns): maps dst offsets to barycentric (u, v). Written out per
-    # component: batched 2x2 matmuls and einsum cost more than the few hundred maps themselves.
-    i00, i01, i10, i11 = e2y / det, -e2x / det, -e1y / det, e1x / det
-    a00, a01 = f1x * i00 + f2x * i10, f1x * i01 + f2x * i11    # src offsets per dst offset
-    a10, a11 = f1y * i00 + f2y * i10, f1y * i01 + f2y * i11
-    out = np.empty((len(dst), 2, 3), np.float64)
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = a00, a01, s0x - (a00 * d0x + a01 * d0y)
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = a10, a11, s0y - (a10 * d0x + a11 * d0y)
-    return out
-
-
 def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
-            previous_offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+            previous_offset: np.ndarray | None = None, keep: float = LIGHT_SMOOTHING
+            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Shift the render's colour so that, just outside the hole, it matches the frame's own skin.
 
     covered: where the render shows the face itself (the mesh's own triangles), so that the ring
     outside the hole compares the same skin in both images. The correction is an additive offset
     in CIELAB: a per-channel gain in BGR (the first version) multiplied the reference's highlights
     past 255 whenever the photos' exposures differed (gains of 1.6-2 on a third of real photo
-    pairs), and left the hole white or pink. Returns (BGR float32 render, the offset field).
+    pairs), and left the hole white or pink. With `previous_offset` (video), that share `keep` of
+    it is kept. Returns (BGR float32 render, the offset field).
     """
     size = frame_window.shape[0]
     inside = (hole > 0.5).astype(np.uint8)
@@ -302,7 +371,7 @@ def relight(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, ho
     if previous_offset is not None and previous_offset.shape == offset.shape:
         # Light changes slowly; the ring's statistics jitter from frame to frame (measured: the
         # reference path flickered 1.8x the generative one without this).
-        offset = (LIGHT_SMOOTHING * previous_offset + (1 - LIGHT_SMOOTHING) * offset).astype(np.float32)
+        offset = (keep * previous_offset + (1 - keep) * offset).astype(np.float32)
     relit = drawn_lab + cv2.resize(offset, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.cvtColor(relit, cv2.COLOR_Lab2BGR) * 255.0, offset
 
@@ -313,7 +382,7 @@ def _to_lab(image: np.ndarray) -> np.ndarray:
 
 
 def match_border(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
-                 previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                 previous: np.ndarray | None = None, keep: float = LIGHT_SMOOTHING) -> tuple[np.ndarray, np.ndarray | None]:
     """Add a smooth offset that makes the (relit, float32) render equal the frame on a narrow band
     just outside the hole and fades to nothing inside it, so the hole's border shows no step.
 
@@ -335,7 +404,7 @@ def match_border(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarra
     near = np.clip(w_blur * 4.0, 0.0, 1.0)[..., None]
     offset = (np.clip(spread, -SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * near).astype(np.float32)
     if previous is not None and previous.shape == offset.shape:
-        offset = (LIGHT_SMOOTHING * previous + (1 - LIGHT_SMOOTHING) * offset).astype(np.float32)
+        offset = (keep * previous + (1 - keep) * offset).astype(np.float32)
     return drawn + cv2.resize(offset, (size, size), interpolation=cv2.INTER_LINEAR), offset
 
 
