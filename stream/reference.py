@@ -154,13 +154,36 @@ class ReferenceFace:
             raise ValueError("no face found in the reference photo")
         return cls(image, landmarks, "photo", sharpness(image, landmarks))
 
+    def keep_lower_face(self, max_size: int | None = None) -> None:
+        """Drop the image (an enrolled frame is not kept in memory), keeping the lower face only: at
+        REFERENCE_WINDOW px, and for renders at the frame's resolution at up to `max_size` px (no
+        more than the face spans in the image)."""
+        if max_size and max_size > REFERENCE_WINDOW and self.image is not None:
+            span = REFERENCE_WINDOW / _scale_of(face_window_matrix(self.landmarks, REFERENCE_WINDOW))
+            top = int(min(max_size, 32 * np.ceil(span / 32)))
+            if top > REFERENCE_WINDOW:
+                self._larger[top] = _lower_face_texture(self.image, self.landmarks, top)
+        self.image = None
+
     def _texture_for(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """The lower face kept at least at `size` px (from the photo; an enrolled view keeps only its
-        REFERENCE_WINDOW texture), so a render above that size is not upsampled."""
-        if size <= REFERENCE_WINDOW or self.image is None:
+        """The lower face kept at least at `size` px where it can be (from the image; without it, from
+        the largest texture kept), so a render above REFERENCE_WINDOW is not upsampled from it."""
+        if size <= REFERENCE_WINDOW:
             return self.texture, self.texture_points
         if size not in self._larger:
-            self._larger[size] = _lower_face_texture(self.image, self.landmarks, size)
+            if self.image is not None:
+                self._larger[size] = _lower_face_texture(self.image, self.landmarks, size)
+            else:
+                kept = [k for k in self._larger if k > REFERENCE_WINDOW]
+                if not kept:
+                    return self.texture, self.texture_points
+                top = max(kept)
+                if size >= top:
+                    return self._larger[top]
+                texture, points = self._larger[top]
+                # resize's pixel centres: a source pixel x lands at (x + 0.5) * scale - 0.5.
+                self._larger[size] = (cv2.resize(texture, (size, size), interpolation=cv2.INTER_AREA),
+                                      ((points + 0.5) * (size / top) - 0.5).astype(np.float32))
         return self._larger[size]
 
     def render(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,

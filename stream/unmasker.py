@@ -362,7 +362,8 @@ class Unmasker:
         quality = enrolment_quality(frame, landmarks)
         if quality is not None and (state.enrolled is None or quality > state.enrolled.sharpness):
             ref = ReferenceFace(frame, landmarks, "enrolled", quality)
-            ref.image = None          # keep only the lower-face texture, not the frame
+            # Only the lower face is kept, not the frame: at the sizes the compositor renders at.
+            ref.keep_lower_face(getattr(self.compositor, "reference_px", None))
             state.enrolled = ref
             if self.save_enrolled_dir is not None:
                 self.save_enrolled_dir.mkdir(parents=True, exist_ok=True)

@@ -51,3 +51,11 @@ def test_evaluate_without_the_real_photos_names_the_realseg_command(tmp_path):
     np.savez(cache / "meta.npz", keys=np.array([]))
     proc = run("training.evaluate", "--cache", cache, "--out", tmp_path / "out")
     assert "python -m training.data.realseg" in one_error_line(proc)
+
+
+def test_the_clip_enrolment_measure_needs_real_and_its_clip(tmp_path):
+    alone = run("training.evaluate", "--clip-enrolment", "--out", tmp_path / "out")
+    assert "add --real" in one_error_line(alone)
+    missing = run("training.evaluate", "--real", "--clip-enrolment", tmp_path / "none.mp4", "--out", tmp_path / "out")
+    assert str(tmp_path / "none.mp4") in one_error_line(missing)
+    assert not (tmp_path / "out").exists()

@@ -379,11 +379,32 @@ def main(argv=None) -> int:
                     help="with --real: identity of covered real photos against other photos of the same people "
                          "(masked / generative / own-face path with a frontal reference / the reference itself), "
                          "by yaw; needs python -m training.data.same_person; writes metrics_same_person.json")
+    ap.add_argument("--clip-enrolment", nargs="?", type=Path, const=True, default=None, metavar="CLIP",
+                    help="with --real: only the real same-person clip's enrolment measure (identity cosine of "
+                         "masked / generative / own face enrolled from her unmasked frames; default clip: "
+                         "shared clip 04); writes metrics_clip_enrolment.json")
     ap.add_argument("--cache", type=Path, default=CACHE, help="the prepared data (default data/cache)")
     args = ap.parse_args(argv)
-    if args.same_person and not args.real:
-        print("error: --same-person is part of the real-world evaluation: add --real", file=sys.stderr)
-        return 2
+    for flag, given in (("--same-person", args.same_person), ("--clip-enrolment", args.clip_enrolment)):
+        if given and not args.real:
+            print(f"error: {flag} is part of the real-world evaluation: add --real", file=sys.stderr)
+            return 2
+    if args.clip_enrolment:
+        from training.evaluate_real import ENROL_CLIP, clip_enrolment
+        clip = ENROL_CLIP if args.clip_enrolment is True else args.clip_enrolment
+        if not clip.exists():
+            print(f"error: the same-person clip {clip} is not here (shared clip 04 is in "
+                  f"../shared/data/real/videos)", file=sys.stderr)
+            return 2
+        result = clip_enrolment(clip)
+        if not result.get("n_masked_frames"):
+            print(f"error: nothing to measure in {clip}: {result.get('n_unmasked_frames', 0)} unmasked "
+                  "frames and no masked frame after them", file=sys.stderr)
+            return 2
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics_clip_enrolment.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return 0
     if args.same_person:
         from training.data.same_person import missing_message
         problem = missing_message()
