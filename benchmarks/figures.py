@@ -33,7 +33,7 @@ SOURCES = {   # table -> (results JSON, the command that writes it)
     "gpu": (REPORTS / "2026-11-30-h200-gpu_path.json",
             "python -m benchmarks.gpu_path --device cuda --json benchmarks/reports/perf/gpu_path.json"),
 }
-STAGES = ("decode", "track", "align", "analyse", "inpaint", "composite", "encode")
+STAGES = ("decode", "track", "align", "analyse", "decide", "inpaint", "composite", "encode")
 GPU_SETUPS = (("cpu", "CPU path"), ("gpu+mp", "GPU, mediapipe tracking"),
               ("gpu+torch-eager", "GPU, torch tracking, eager"),
               ("gpu+torch", "GPU, torch tracking + CUDA graphs"))
@@ -92,7 +92,8 @@ def sample_table(result: dict) -> str:
     if model:
         st = model[0]["engines"]["sequential"]["stages"]
         stages = ("\n\nMean ms per frame (sequential loop, the model method): "
-                  + ", ".join(f"{k} {st[k]['mean_ms']:.1f}" for k in STAGES if st[k]["mean_ms"] is not None)
+                  + ", ".join(f"{k} {st[k]['mean_ms']:.1f}" for k in STAGES  # reports before "decide" lack it
+                              if st.get(k, {}).get("mean_ms") is not None)
                   + ".")
     return (f"Bundled sample, {s['frames']} frames after warm-up, medians of {s['repeats']} repeats "
             f"(min–max); measured {_date(result)}:\n\n"
@@ -178,7 +179,7 @@ def stages_figure(result: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(bars) + 1.8))
     y, left = np.arange(len(bars)), np.zeros(len(bars))
     for stage in STAGES:
-        values = np.array([e["stages"][stage]["mean_ms"] or 0.0 for _, e in bars])
+        values = np.array([e["stages"].get(stage, {}).get("mean_ms") or 0.0 for _, e in bars])
         ax.barh(y, values, left=left, label=stage)
         left += values
     ax.set_yticks(y, [label for label, _ in bars])

@@ -42,7 +42,7 @@ from benchmarks.report import BenchError, NullSink, fmt, fmt_spread, log, md_tab
 
 PROG = "benchmarks.fps"
 DEFAULT_SOURCE = report.ROOT / "assets" / "sample.mp4"
-STAGES = ("decode", "track", "align", "analyse", "inpaint", "composite", "encode")
+STAGES = ("decode", "track", "align", "analyse", "decide", "inpaint", "composite", "encode")
 ENGINES = ("floor", "pipelined", "sequential", "live")
 METHODS = ("model", "classical", "auto")
 SINKS = ("h264", "null")

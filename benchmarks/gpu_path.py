@@ -35,7 +35,7 @@ DEFAULT_SOURCE = report.ROOT / "assets" / "sample.mp4"
 SETUPS = ("cpu", "gpu+mp", "gpu+torch-eager", "gpu+torch", "gpu+torch+tensor")
 SIZES = {"240p": (426, 240), "360p": (640, 360), "480p": (854, 480), "540p": (960, 540), "720p": (1280, 720),
          "1080p": (1920, 1080), "1440p": (2560, 1440), "2160p": (3840, 2160)}
-STAGES = ("track", "align", "analyse", "inpaint", "composite")
+STAGES = ("track", "align", "analyse", "decide", "inpaint", "composite")
 
 
 def _times(values: list[float]) -> dict:
@@ -186,7 +186,7 @@ def markdown(result: dict) -> str:
             st = r["stages_ms"]
             rows.append([res_name, setup, fmt(r["fps"]), fmt(ratio(r["fps"], base), 2, "x") if base else "",
                          fmt(r["frame_ms"]["p50"], 2), fmt(r["frame_ms"]["p95"], 2)]
-                        + [fmt(st[k], 2) for k in STAGES]
+                        + [fmt(st.get(k), 2) for k in STAGES]      # reports before "decide" lack it
                         + [fmt(r.get("gpu_peak_mb"), 0), fmt(r["faces_found"], 2)])
     lines += ["## Frames per second and per-stage ms", "",
               md_table(["res", "setup", "FPS", "vs cpu", "p50 ms", "p95 ms"] + list(STAGES)

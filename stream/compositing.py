@@ -122,10 +122,7 @@ class CpuCompositor:
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
-            roi = out[y0:y1, x0:x1]
-            blended = cv2.blendLinear(p, roi, a, 1.0 - a)
-            # Where alpha is 0 the frame keeps its exact pixels (no rounding drift).
-            np.copyto(roi, blended, where=(a > 0)[..., None])
+            _blend_into(out[y0:y1, x0:x1], p, a)
         return out, t_inpaint
 
     def close(self) -> None:
@@ -139,10 +136,14 @@ def blend_frame_hole(out: np.ndarray, hole, frame_to_window_m: np.ndarray, pred:
     roi_m = cv2.invertAffineTransform(frame_to_window_m)
     roi_m[:, 2] -= [x0, y0]
     p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    a = hole.alpha
-    roi = out[y0:y1, x0:x1]
-    blended = cv2.blendLinear(p, roi, a, 1.0 - a)
-    np.copyto(roi, blended, where=(a > 0)[..., None])
+    _blend_into(out[y0:y1, x0:x1], p, hole.alpha)
+
+
+def _blend_into(roi: np.ndarray, pred: np.ndarray, alpha: np.ndarray) -> None:
+    """roi = pred * alpha + roi * (1 - alpha), in place. Where alpha is 0 the frame keeps its exact
+    pixels: OpenCV's 8-bit blend returns the second image exactly at weight 1 (tested bit for bit
+    outside every hole), so no masked copy is needed (that copy cost 5x the blend)."""
+    cv2.blendLinear(pred, roi, alpha, 1.0 - alpha, dst=roi)
 
 
 def mask_to_frame(mask_crop: np.ndarray, alignment: Alignment, shape) -> np.ndarray:

@@ -447,8 +447,9 @@ class Unmasker:
         finally:
             if self._frames is not None:
                 self._frames.release()
+        # decide: each face's covering, landmarks, gender and frame-resolution hole (stream.hole).
         timings = {"track": frame.track_ms, "align": (t2 - t1) * 1e3, "analyse": (t3 - t2) * 1e3,
-                   "inpaint": t_inpaint, "composite": (t5 - t4) * 1e3 - t_inpaint}
+                   "decide": (t4 - t3) * 1e3, "inpaint": t_inpaint, "composite": (t5 - t4) * 1e3 - t_inpaint}
         return Result(image, faces, timings)
 
     # -- the steps -----------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("decode", "track", "align", "analyse", "inpaint", "composite", "encode")
+STAGES = ("decode", "track", "align", "analyse", "decide", "inpaint", "composite", "encode")
 FRAMES, WARMUP = 10, 2
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

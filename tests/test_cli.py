@@ -47,7 +47,7 @@ def test_offline_file_keeps_every_frame_its_timestamps_and_the_audio(face_clip, 
     stats = json.loads(stats_path.read_text())
     assert stats["frames_in"] == stats["frames_out"] == 20 and stats["frames_dropped"] == 0
     assert stats["mean_faces"] == pytest.approx(1.0)
-    for stage in ("decode", "track", "align", "analyse", "inpaint", "composite", "encode"):
+    for stage in ("decode", "track", "align", "analyse", "decide", "inpaint", "composite", "encode"):
         assert stats["stages"][stage]["mean_ms"] >= 0
         assert stats["stages"][stage]["p95_ms"] >= stats["stages"][stage]["mean_ms"] * 0.5
     assert "done: 20 frames" in proc.stderr
