@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--reference-px", metavar="N", type=int,
                      help="render the own face at its frame resolution up to N px (default 384: a 720p "
                           "webcam face; 512 for large 1080p faces, at about twice the cost; 128 renders in "
-                          "the inpainting window). CPU path")
+                          "the inpainting window)")
     own.add_argument("--enrol", choices=["off", "auto"], default="off",
                      help="auto: remember each person's sharp, frontal unmasked view (in memory only) and "
                           "show it once they are masked")
@@ -207,8 +207,6 @@ def run(args) -> int:
     if args.reference_px is not None:
         if not (args.reference or args.enrol != "off"):
             raise ValueError("--reference-px needs --reference or --enrol auto")
-        if gpu_resident:
-            raise ValueError("--reference-px is for the CPU path (the GPU path renders in the 128-px window)")
         if not 32 <= args.reference_px <= 1024:
             raise ValueError(f"--reference-px must be between 32 and 1024, got {args.reference_px}")
         own_face["reference_px"] = args.reference_px

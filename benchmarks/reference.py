@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source", type=Path, default=ROOT / "assets" / "sample.mp4")
     ap.add_argument("--reference", type=Path, help="reference photo (default: scikit-image's astronaut)")
     ap.add_argument("--frames", type=int, default=120)
-    ap.add_argument("--reference-px", type=int, help="the own face's largest render in px (default: stream.compositing.REFERENCE_PX; "
+    ap.add_argument("--reference-px", type=int, help="the own face's largest render in px (default: stream.reference.REFERENCE_PX; "
                     "the window's size renders in the window)")
     ap.add_argument("--json", type=Path, help="write the results JSON here")
     args = ap.parse_args(argv)

@@ -16,12 +16,10 @@ from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, dilate_hole, w
 from stream.alignment import Alignment, transform_points
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
+from stream.reference import REFERENCE_PX, render_size
 from stream.stages import FrameContext, InpaintJob, Reconstructor
 
 FEATHER_PX = 3     # Gaussian feathering of the hole's edge: a (2 * 3 + 1) px kernel
-# The own-face path draws a large face's reference at the frame's own resolution, up to this many px
-# (3x the 128-px window: a 720p webcam face; benchmarks.reference: ~4 ms a face on 2 cores).
-REFERENCE_PX = 384
 
 
 class CpuCompositor:
@@ -35,14 +33,6 @@ class CpuCompositor:
         # window is rendered at its frame resolution up to this size; None (or the window's size or
         # less) renders in the inpainting window.
         self.reference_px = reference_px
-
-    def _reference_size(self, frame_to_window_m: np.ndarray, size: int) -> int:
-        """The render size for one face: the frame pixels its window spans, in steps of 32 (so the
-        relighting's smoothing state keeps its shape while a face moves), within [size, reference_px]."""
-        if not self.reference_px or self.reference_px <= size:
-            return size
-        span = size / np.sqrt(abs(np.linalg.det(frame_to_window_m[:, :2])))
-        return int(min(self.reference_px, max(size, 32 * round(span / 32))))
 
     @property
     def window_size(self) -> int:
@@ -88,7 +78,7 @@ class CpuCompositor:
             if job.reference is None:
                 continue
             points = transform_points(job.landmarks_crop, window_matrix(size))
-            r = self._reference_size(mats[i], size) if job.frame_hole is not None else size
+            r = render_size(mats[i], size, self.reference_px) if job.frame_hole is not None else size
             if r == size:
                 redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i], smooth=video)
                 continue

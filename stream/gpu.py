@@ -48,6 +48,7 @@ from stream.alignment import Alignment, transform_points
 from stream.errors import ModelError
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
+from stream.reference import REFERENCE_PX, render_size
 from stream.stages import FaceAnalysis, FrameContext, InpaintJob
 from stream.tracking import FaceTracker
 from stream.unmasker import Unmasker
@@ -408,11 +409,13 @@ class TorchFrameReconstructor:
 
     @torch.inference_mode()
     def inpaint_and_blend(self, frame: torch.Tensor, jobs: Sequence[InpaintJob],
-                          inplace: bool = False, video: bool = False) -> torch.Tensor:
+                          inplace: bool = False, video: bool = False,
+                          reference_px: int | None = None) -> torch.Tensor:
         """Redraw every job's lower-face window in one inpainter batch and blend it into the frame.
 
         Jobs with a `reference` (the own-face path) get its render over the generated window (on the
-        CPU: stream.reference; `video` smooths its lighting over frames, as the CPU compositor does).
+        CPU: stream.reference; `video` smooths its lighting over frames, as the CPU compositor does),
+        a large face at its frame resolution up to `reference_px` (stream.reference.render_size).
         Pixels where the warped feathered hole (alpha) is 0 keep their exact values. Returns the
         (H, W, 3) uint8 device frame (`frame` itself when `inplace`).
         """
@@ -424,8 +427,9 @@ class TorchFrameReconstructor:
         pred = self.inpainter(self._net_input(windows * (1.0 / 255.0)), self._net_input(hole),
                               self._net_input(maps), genders.to(self.dtype))
         pred = (pred.float() * 255.0).clamp_(0, 255)
+        regions = {}
         if any(j.reference is not None for j in jobs):
-            pred = self._draw_references(pred, windows, hole, jobs, video)
+            pred, regions = self._draw_references(pred, windows, hole, jobs, video, mats, reference_px)
         alpha = self._feather(hole)
         # Inverse warp, batched over faces: each face's region of the frame, padded to a common size.
         h, w = frame.shape[:2]
@@ -434,11 +438,18 @@ class TorchFrameReconstructor:
         boxes = [_sample_box(_shift(a, -1.0), (size + 2, size + 2), (w, h)) for a in inv]
         bh = max(b[3] - b[1] for b in boxes)
         bw = max(b[2] - b[0] for b in boxes)
-        a_roi = mats.copy()                                                        # ROI pixel -> window
-        a_roi[:, :, 2] += np.einsum("nij,nj->ni", mats[:, :, :2], np.array([b[:2] for b in boxes], np.float64))
-        grid = _grid(theta_from_dst_to_src(a_roi, (size, size), (bw, bh)), len(jobs), (bh, bw), frame.device)
+        roi_to_window = mats.copy()                                                # ROI pixel -> window
+        roi_to_window[:, :, 2] += np.einsum("nij,nj->ni", mats[:, :, :2], np.array([b[:2] for b in boxes], np.float64))
+        grid = _grid(theta_from_dst_to_src(roi_to_window, (size, size), (bw, bh)), len(jobs), (bh, bw), frame.device)
         p_roi = F.grid_sample(pred, grid, mode="bilinear", padding_mode="border", align_corners=False)
         a_roi = F.grid_sample(alpha, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        for i, (region, scale, (rx, ry)) in regions.items():
+            # A reference drawn at its frame resolution: ROI pixel -> window -> that render's region.
+            to_region = roi_to_window[i] * scale
+            to_region[:, 2] -= (rx, ry)
+            theta = theta_from_dst_to_src(to_region, (region.shape[2], region.shape[1]), (bw, bh))
+            p_roi[i] = F.grid_sample(region[None], _grid(theta, 1, (bh, bw), frame.device), mode="bilinear",
+                                     padding_mode="border", align_corners=False)[0]
         for i, (x0, y0, x1, y1) in enumerate(boxes):                  # in order: later faces over earlier
             a = a_roi[i, 0, :y1 - y0, :x1 - x0, None]
             p = p_roi[i, :, :y1 - y0, :x1 - x0].permute(1, 2, 0)
@@ -449,23 +460,38 @@ class TorchFrameReconstructor:
 
 
     def _draw_references(self, pred: torch.Tensor, windows: torch.Tensor, hole: torch.Tensor,
-                         jobs: Sequence[InpaintJob], video: bool) -> torch.Tensor:
+                         jobs: Sequence[InpaintJob], video: bool, mats: np.ndarray, reference_px: int | None):
         """The own-face path on the device path: each referenced face's window, hole and generated
         fill come down (one transfer of ~0.3 MB a face), the reference is rendered as on the CPU path
-        (stream.reference: a mesh warp and relighting, no network) and its window goes back up."""
+        (stream.reference: a mesh warp and relighting, no network) and goes back up: into its window,
+        or, for a face larger than the window, as the region around the hole drawn at its frame
+        resolution (blended from there). Returns (pred, {face: (region (3, h, w), scale, (x, y))})."""
         which = [i for i, j in enumerate(jobs) if j.reference is not None]
         idx = torch.as_tensor(which, device=pred.device)
         host = self.download(torch.cat([windows[idx], pred[idx], hole[idx]], 1).permute(0, 2, 3, 1).contiguous())
         size = self.window_size
-        drawn = np.empty((len(which), size, size, 3), np.float32)
+        in_window, drawn, large = [], [], []
         for k, i in enumerate(which):
             window = np.clip(host[k, ..., 0:3] + 0.5, 0, 255).astype(np.uint8)
             generated = np.clip(host[k, ..., 3:6] + 0.5, 0, 255).astype(np.uint8)
             points = transform_points(jobs[i].landmarks_crop, window_matrix(size))
-            drawn[k], _ = jobs[i].reference.render(points, window, host[k, ..., 6], generated, smooth=video)
-        out = pred.clone()
-        out[idx] = self._upload_aux([drawn])[0].permute(0, 3, 1, 2)
-        return out
+            r = render_size(mats[i], size, reference_px)
+            if r == size:
+                image, _ = jobs[i].reference.render(points, window, host[k, ..., 6], generated, smooth=video)
+                in_window.append(i)
+                drawn.append(image)
+            else:
+                image, _, origin = jobs[i].reference.render_region(points, window, host[k, ..., 6], generated, r,
+                                                                   smooth=video)
+                large.append((i, image, r / size, origin))
+        uploaded = iter(self._upload_aux(drawn + [image for _, image, _, _ in large]))
+        out = pred
+        if in_window:
+            out = pred.clone()
+            out[torch.as_tensor(in_window, device=pred.device)] = torch.stack(
+                [next(uploaded) for _ in in_window]).permute(0, 3, 1, 2)
+        regions = {i: (next(uploaded).permute(2, 0, 1), scale, origin) for i, _, scale, origin in large}
+        return out, regions
 
 
 def _shift(dst_to_src: np.ndarray, d: float) -> np.ndarray:
@@ -532,9 +558,13 @@ class TorchCompositor:
 
     renders_references = True     # draws InpaintJob.reference (the own-face path; rendered on the CPU)
 
-    def __init__(self, gpu: TorchFrameReconstructor, frames: DeviceFrames, defer_download: bool = False):
+    def __init__(self, gpu: TorchFrameReconstructor, frames: DeviceFrames, defer_download: bool = False,
+                 reference_px: int | None = REFERENCE_PX):
         self.gpu, self.frames = gpu, frames
         self.window_size = gpu.window_size
+        # The own face's largest render (px): a large face is drawn at its frame resolution up to this
+        # (stream.reference.render_size), as on the CPU path.
+        self.reference_px = reference_px
         self.defer_download = defer_download
         self._download_stream = torch.cuda.Stream(gpu.device) if gpu.cuda and defer_download else None
 
@@ -543,7 +573,8 @@ class TorchCompositor:
             return (self.frames.tensor(ctx.image) if ctx.as_tensor else ctx.image.copy()), 0.0
         t = time.perf_counter()
         # In place: the upload belongs to this frame, no second device copy.
-        dev = self.gpu.inpaint_and_blend(self.frames.tensor(ctx.image), jobs, inplace=True, video=ctx.video)
+        dev = self.gpu.inpaint_and_blend(self.frames.tensor(ctx.image), jobs, inplace=True, video=ctx.video,
+                                         reference_px=self.reference_px)
         self.frames.consumed()
         if ctx.as_tensor:
             out = dev

@@ -62,6 +62,9 @@ REFERENCE_WINDOW = 192
 SEAM_BAND_FRACTION = 3 / 128
 SEAM_SIGMA_FRACTION = 4 / 128
 SEAM_OFFSET_MAX = 40.0
+# A large face's reference is drawn at its frame resolution, up to this many px (3x the 128-px
+# window: a 720p webcam face; benchmarks.reference: ~4 ms a face on 2 cores).
+REFERENCE_PX = 384
 # Where the render and the generative fallback meet, blend over this many pixels.
 FALLBACK_FEATHER_PX = 2
 # Enrolment: a face counts as frontal under this yaw proxy, and as sharp when the
@@ -292,6 +295,16 @@ class ReferenceFace:
         self._light, self._offset = (light, offset) if smooth else (None, None)
         self._correction = cv2.subtract(lit, drawn, dtype=cv2.CV_32F) if smooth else None
         return lit
+
+
+def render_size(frame_to_window: np.ndarray, size: int, limit: int | None) -> int:
+    """The own face's render size for one face: the frame pixels its `size`-px window spans, in steps
+    of 32 (so the lighting's smoothing state and the kept textures change size rarely as a face
+    moves), within [size, limit]; `size` (the window itself) when limit is None or not above it."""
+    if not limit or limit <= size:
+        return size
+    span = size / np.sqrt(abs(np.linalg.det(frame_to_window[:, :2])))
+    return int(min(limit, max(size, 32 * round(span / 32))))
 
 
 def _fallback_weights(covered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

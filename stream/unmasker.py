@@ -172,7 +172,8 @@ class Unmasker:
             if reference_px < 1:
                 raise ValueError(f"reference_px must be positive, got {reference_px}")
             if not hasattr(compositor, "reference_px"):
-                raise ValueError("reference_px needs the CPU compositor (the GPU path renders in the window)")
+                raise ValueError("reference_px needs a compositor that draws references at a size (CpuCompositor, "
+                                 "TorchCompositor)")
             compositor.reference_px = reference_px
         self.method = analyser.name
         self.mode = mode

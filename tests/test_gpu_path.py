@@ -494,3 +494,33 @@ def test_the_gpu_path_draws_the_own_face_like_the_cpu_path(weights_dir, device):
           f"{err(ref.image):.1f}, generative {err(generative.image):.1f}")
     assert err(got.image) < err(generative.image) - 2.0
     assert abs(err(got.image) - err(ref.image)) < 3.0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.gpu])])
+def test_the_gpu_path_draws_a_large_own_face_at_the_frames_resolution(weights_dir, device):
+    # The astronaut at twice her size: her window spans ~2x its 128 px, so the device path draws her
+    # reference at ~256 px (stream.reference.render_size) and blends that, as the CPU path does.
+    from tests.faces import astronaut
+    img, gt = masked_astronaut()
+    big = lambda x, interp=cv2.INTER_CUBIC: cv2.resize(x, None, fx=2, fy=2, interpolation=interp)
+    frame, covering, truth = big(img), big(gt, cv2.INTER_NEAREST) > 0, big(astronaut())
+    outputs = {}
+    for px in (128, None):
+        with GpuUnmasker(device=device, weights_dir=weights_dir, tracker="mediapipe", reference=truth,
+                         reference_px=px) as um:
+            res = um.process(frame)
+        assert res.faces[0].reconstruction == "reference"
+        outputs[px] = res.image
+    with Unmasker(reference=truth) as cpu:
+        cpu_out = cpu.process(frame).image
+    detail = lambda x: float(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_BGR2GRAY), cv2.CV_32F)[covering].std())
+    err = lambda x: float(np.abs(x.astype(int) - truth.astype(int))[covering].mean())
+    d_window, d_frame, d_cpu = detail(outputs[128]), detail(outputs[None]), detail(cpu_out)
+    print(f"\ndetail: window {d_window:.2f}, frame resolution {d_frame:.2f}, CPU path {d_cpu:.2f}, truth "
+          f"{detail(truth):.2f}; |out - truth|: {err(outputs[128]):.1f} / {err(outputs[None]):.1f} / {err(cpu_out):.1f}")
+    assert d_frame > 1.2 * d_window
+    assert abs(d_frame - d_cpu) < 0.15 * d_cpu
+    assert err(outputs[None]) < err(outputs[128]) + 1.0
+    # Nothing outside the blended covering changes.
+    grown = cv2.dilate(covering.astype(np.uint8), np.ones((81, 81), np.uint8)) > 0
+    assert not ((outputs[None] != frame).any(axis=2) & ~grown).any()
