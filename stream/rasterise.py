@@ -90,8 +90,13 @@ def triangle_ids(corners: np.ndarray, order: np.ndarray, size: int | tuple[int, 
     return ids
 
 
+# cv2.remap's fixed-point maps (what it turns float maps into before sampling): 1/32 px steps.
+INTER_BITS = 5
+INTER_TAB_SIZE = 1 << INTER_BITS
+
+
 @numba.njit(cache=True, nogil=True)
-def _warp_maps(dst, src, tris, order, near, ids, map_x, map_y, tolerance):
+def _warp_maps(dst, src, tris, order, near, ids, map_xy, map_frac, tolerance):
     height, width = ids.shape
     affines = np.zeros((tris.shape[0], 6), np.float32)
     e = np.empty((3, 3))
@@ -125,33 +130,42 @@ def _warp_maps(dst, src, tris, order, near, ids, map_x, map_y, tolerance):
         for x in range(width):
             t = ids[y, x]
             if t < 0:       # nothing drawn: the source's corner (masked out by the caller)
-                map_x[y, x] = 0.0
-                map_y[y, x] = 0.0
+                map_xy[y, x, 0] = 0
+                map_xy[y, x, 1] = 0
+                map_frac[y, x] = 0
                 continue
             drawn = True
             xf = np.float32(x)
-            map_x[y, x] = affines[t, 0] * xf + affines[t, 1] * yf + affines[t, 2]
-            map_y[y, x] = affines[t, 3] * xf + affines[t, 4] * yf + affines[t, 5]
+            # The float32 coordinate, then exactly cv2.convertMaps' rounding to 1/32 px (round half
+            # to even, as cvRound): remap samples the same points, without converting each call.
+            sx = np.float32(affines[t, 0] * xf + affines[t, 1] * yf + affines[t, 2])
+            sy = np.float32(affines[t, 3] * xf + affines[t, 4] * yf + affines[t, 5])
+            ix = int(np.rint(sx * np.float32(INTER_TAB_SIZE)))
+            iy = int(np.rint(sy * np.float32(INTER_TAB_SIZE)))
+            map_xy[y, x, 0] = ix >> INTER_BITS
+            map_xy[y, x, 1] = iy >> INTER_BITS
+            map_frac[y, x] = (iy & (INTER_TAB_SIZE - 1)) * INTER_TAB_SIZE + (ix & (INTER_TAB_SIZE - 1))
     return drawn
 
 
 def warp_maps(dst_points: np.ndarray, src_points: np.ndarray, tris: np.ndarray, order: np.ndarray,
               near: tuple[float, float, float, float], shape: tuple[int, int]):
-    """The id raster and cv2.remap's (map_x, map_y) of a piecewise-affine warp.
+    """The id raster and cv2.remap's maps of a piecewise-affine warp.
 
     dst_points, src_points: (N, 2) mesh points on the canvas and in the source; tris: (T, 3) point
     indices; order: the triangles to draw, far to near; only those whose box meets `near` (x0, y0,
     x1, y1: x >= x0 and x < x1 for some corner ...) are drawn. shape: the canvas (height, width).
-    Returns (ids (H, W) int32, -1 where nothing is drawn; map_x, map_y (H, W) float32; any drawn).
+    Returns (ids (H, W) int32, -1 where nothing is drawn; cv2.remap's fixed-point maps: (H, W, 2)
+    int16 whole pixels and (H, W) uint16 fractions, as cv2.convertMaps makes them; any drawn).
     """
     ids = np.full(shape, -1, np.int32)
-    map_x = np.empty(shape, np.float32)
-    map_y = np.empty(shape, np.float32)
+    map_xy = np.empty((*shape, 2), np.int16)
+    map_frac = np.empty(shape, np.uint16)
     # float64 (exact for float32 points): one compiled version for every caller.
     drawn = _warp_maps(np.ascontiguousarray(dst_points, np.float64), np.ascontiguousarray(src_points, np.float64),
                        np.ascontiguousarray(tris, np.int64), np.ascontiguousarray(order, np.int64),
-                       np.array(near, np.float64), ids, map_x, map_y, EDGE_TOLERANCE_PX)
-    return ids, map_x, map_y, drawn
+                       np.array(near, np.float64), ids, map_xy, map_frac, EDGE_TOLERANCE_PX)
+    return ids, map_xy, map_frac, drawn
 
 
 def warm_up() -> None:

@@ -52,7 +52,7 @@ LIGHT_SIGMA_FRACTION = 14 / 128
 LIGHT_OFFSET_MAX = np.array([40.0, 25.0, 25.0], np.float32)      # L*, a*, b*
 LOCAL_OFFSET_SPREAD = np.array([12.0, 6.0, 6.0], np.float32)
 LIGHT_SMOOTHING = 0.85     # video: share of the relighting field kept from one frame to the next
-LIGHT_EVERY = 3            # video: the lighting is solved on every this-many-th frame
+LIGHT_EVERY = 4            # video: the lighting is solved on every this-many-th frame
 # The reference's lower face is kept at this size (px): above any window it is drawn into
 # at 720p/1080p face sizes, so per-frame sampling never needs a filter.
 REFERENCE_WINDOW = 192
@@ -137,6 +137,7 @@ class ReferenceFace:
         self._correction = None   # what both added to the render (BGR, window px), and
         self._unlit_frames = 0    # the frames drawn with it since it was solved
         self._share = 0.0         # and the share of the hole the render covered then
+        self._fallback_field = self._fallback_fix = None   # the generative fill's border match (match_fallback_border)
 
     @classmethod
     def from_image(cls, image_or_path, mesh=None) -> "ReferenceFace":
@@ -208,11 +209,13 @@ class ReferenceFace:
         share = float(covered[inside].mean()) if box[2] > 0 else 0.0
         if share == 0.0:
             return fallback, 0.0
+        weights = _fallback_weights(covered)
         if self._relight_due(smooth):
             lit = self._light_to_frame(drawn, covered, frame_window, hole, smooth)
+            fallback_fix = self._match_fallback(lit, fallback, weights, frame_window, hole, smooth)
         else:
-            lit = drawn + self._correction
-        blended = cv2.blendLinear(lit, fallback.astype(np.float32), *_fallback_weights(covered))
+            lit, fallback_fix = drawn + self._correction, self._fallback_fix
+        blended = cv2.blendLinear(lit, fallback.astype(np.float32) + fallback_fix, *weights)
         return np.clip(blended + 0.5, 0, 255).astype(np.uint8), share
 
     def render_region(self, window_points: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
@@ -246,18 +249,32 @@ class ReferenceFace:
             if share == 0.0:
                 return _window_to_region(fallback, scale, region, cv2.INTER_LINEAR), 0.0, (x0, y0)
             lit = self._light_to_frame(drawn, covered_window, frame_window, hole, smooth)
+            fallback_fix = self._match_fallback(lit, fallback, _fallback_weights(covered_window), frame_window,
+                                                hole, smooth)
             correction = self._correction if smooth else cv2.subtract(lit, drawn, dtype=cv2.CV_32F)
         else:
             share = self._share       # of the frame that solved the lighting (a frame or two ago)
-            correction = self._correction
+            correction, fallback_fix = self._correction, self._fallback_fix
         texture, texture_points = self._texture_for(out_size)
         detail, covered = warp_mesh(texture, texture_points, window_points * scale, out_size, use,
                                     box=tuple(round(v * scale) for v in box), region=region)
         # The correction is smooth: resampled and added in 8 bits, saturated (one pass each instead
         # of float copies of a large window).
         lit = cv2.add(detail, _window_to_region(correction, scale, region, cv2.INTER_LINEAR), dtype=cv2.CV_8U)
-        fallback = _window_to_region(fallback, scale, region, cv2.INTER_LINEAR)
+        # The fill's border match is smooth too: added at the window's size, before the one resize.
+        fallback = _window_to_region(cv2.add(fallback, fallback_fix, dtype=cv2.CV_8U), scale, region, cv2.INTER_LINEAR)
         return cv2.blendLinear(lit, fallback, *_fallback_weights(covered)), share, (x0, y0)
+
+    def _match_fallback(self, lit: np.ndarray, fallback: np.ndarray, weights, frame_window: np.ndarray,
+                        hole: np.ndarray, smooth: bool) -> np.ndarray:
+        """What to add to the generative fill where it shows (where the reference has no texture) so
+        that the hole's border shows no step there either (match_fallback_border); (S, S, 3) float32.
+        With `smooth` it is carried over frames like the lighting, and kept for the unlit frames."""
+        blended = cv2.blendLinear(lit, fallback.astype(np.float32), *weights)
+        fix, field = match_fallback_border(blended, frame_window, hole, self._fallback_field if smooth else None,
+                                           LIGHT_SMOOTHING ** LIGHT_EVERY)
+        self._fallback_field, self._fallback_fix = (field, fix) if smooth else (None, None)
+        return fix
 
     def _drawable(self, window_points: np.ndarray) -> np.ndarray:
         """Triangles drawn: facing the camera in both the reference and the current face.
@@ -362,11 +379,11 @@ def warp_mesh(src: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, s
         near = (max(near[0], 0), max(near[1], 0), min(near[2], width), min(near[3], height))
     shifted = dst_points - np.array([rx0, ry0], dst_points.dtype) if (rx0 or ry0) else dst_points
     order = draw_order(dst_points)
-    ids, map_x, map_y, drawn = warp_maps(shifted, src_points, tris, order[use[order]], near, (height, width))
+    ids, map_xy, map_frac, drawn = warp_maps(shifted, src_points, tris, order[use[order]], near, (height, width))
     covered = ids >= 0
     if not drawn:
         return np.zeros((height, width, 3), src.dtype), covered
-    out = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(src, map_xy, map_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out, covered
 
 
@@ -442,6 +459,42 @@ def match_border(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarra
     if previous is not None and previous.shape == offset.shape:
         offset = (keep * previous + (1 - keep) * offset).astype(np.float32)
     return drawn + cv2.resize(offset, (size, size), interpolation=cv2.INTER_LINEAR), offset
+
+
+def match_fallback_border(blended: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
+                          previous: np.ndarray | None = None, keep: float = LIGHT_SMOOTHING
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The offset that takes the render's inner border ring (just inside the hole) to the frame's
+    local colour just outside it, gone a few pixels into the hole: for the generative fill, which
+    shows wherever the reference has no texture (past the mesh's outline, turned-away triangles).
+
+    match_border corrects the reference's own render on the same pixels outside the hole; the
+    generative fill has no such pixels (it is the frame there), so its inner ring is compared with
+    the frame's outer ring instead (local means, normalised convolution on a quarter-size grid).
+    Measured on 600 covered photos of the same people, in two halves: border colour steps above
+    2.3 ΔE 11.7 -> 7.7 % and 19.0 -> 12.0 %, hole colour 4.78 -> 4.74 ΔE.
+    Returns ((S, S, 3) float32 offset, zero outside the hole; the grid field, for `previous`).
+    """
+    size = frame_window.shape[0]
+    inside = hole > 0.5
+    inside_u8 = inside.view(np.uint8) if inside.dtype == np.bool_ else inside.astype(np.uint8)
+    band = max(2, round(SEAM_BAND_FRACTION * size))
+    outer = (_dilate_disc(inside_u8, band) > 0) & ~inside
+    inner = inside & ~(cv2.erode(inside_u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0)
+    if outer.sum() < 20 or inner.sum() < 20:
+        return np.zeros((size, size, 3), np.float32), previous
+    small = max(16, size // 4)
+    sigma = max(1.0, SEAM_SIGMA_FRACTION * small)
+    (frame_mean,), w_out = _local_means_on(outer, (frame_window,), small, sigma)
+    (inner_mean,), w_in = _local_means_on(inner, (blended,), small, sigma)
+    both = ((w_out > 1e-3) & (w_in > 1e-3))[..., None]
+    # Full strength on the inner ring, gone about two sigmas into the hole.
+    field = (np.clip(frame_mean - inner_mean, -SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * both
+             * np.clip(w_in * 4.0, 0.0, 1.0)[..., None]).astype(np.float32)
+    if previous is not None and previous.shape == field.shape:
+        field = (keep * previous + (1 - keep) * field).astype(np.float32)
+    offset = cv2.resize(field, (size, size), interpolation=cv2.INTER_LINEAR) * inside[..., None]
+    return offset.astype(np.float32, copy=False), field
 
 
 def _local_means_on(where: np.ndarray, images, small: int, sigma: float):
