@@ -22,8 +22,7 @@ def identity():
 
     Pixel PSNR is the wrong judge here: it prefers a blurry average to the person's own,
     slightly misaligned, mouth. Measured on this image: masked input 0.65, the generative
-    path 0.53-0.60 (it removes identity; 0.60 since the eyes' guard is drawn ~1 px wider), the
-    reference path 0.74-0.79.
+    path 0.53-0.57 (it removes identity), the reference path 0.74-0.79.
     """
     from training.evaluate_real import EMBEDDING, Embedder
     if not EMBEDDING.exists():
@@ -89,7 +88,7 @@ def test_a_reference_photo_shows_the_persons_own_lower_face(identity):
     assert res.faces[0].reconstruction == "reference"
     assert generative.faces[0].reconstruction == "generative"
     ours, gen, masked = identity(res.image), identity(generative.image), identity(img)
-    assert ours > masked + 0.05 and ours > gen + 0.1, (ours, gen, masked)    # measured 0.74 / 0.60 / 0.65
+    assert ours > masked + 0.05 and ours > gen + 0.15, (ours, gen, masked)   # measured 0.74 / 0.57 / 0.65
     # Outside the blended covering the frame is untouched.
     grown = cv2.dilate(res.faces[0].mask, np.ones((41, 41), np.uint8))
     assert not ((res.image != img).any(axis=2) & (grown == 0)).any()
