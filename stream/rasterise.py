@@ -69,27 +69,6 @@ def _draw_triangle(ids, t, ax, ay, bx, by, cx, cy, tolerance, e):
             ids[y, x] = t
 
 
-@numba.njit(cache=True, nogil=True)
-def _draw(ids, corners, order, tolerance):
-    e = np.empty((3, 3))
-    for t in order:
-        _draw_triangle(ids, t, corners[t, 0, 0], corners[t, 0, 1], corners[t, 1, 0], corners[t, 1, 1],
-                       corners[t, 2, 0], corners[t, 2, 1], tolerance, e)
-
-
-def triangle_ids(corners: np.ndarray, order: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """(size, size) (or size = (height, width)) int32: at each pixel the last triangle of `order`
-    covering it, -1 where none.
-
-    corners: (T, 3, 2) triangle corners in pixels (x, y; pixel centres at integers).
-    order: indices into corners, far to near (a nearer triangle overwrites a farther one).
-    """
-    ids = np.full((size, size) if np.isscalar(size) else size, -1, np.int32)
-    _draw(ids, np.ascontiguousarray(corners, np.float64), np.ascontiguousarray(order, np.int64),
-          EDGE_TOLERANCE_PX)
-    return ids
-
-
 # cv2.remap's fixed-point maps (what it turns float maps into before sampling): 1/32 px steps.
 INTER_BITS = 5
 INTER_TAB_SIZE = 1 << INTER_BITS
@@ -171,5 +150,4 @@ def warp_maps(dst_points: np.ndarray, src_points: np.ndarray, tris: np.ndarray, 
 def warm_up() -> None:
     """Load (or, the first time on a machine, compile) the raster now: ~1 s, ~2.5 s compiling. Called
     when the own-face path is set up, so that a live stream does not stall on its first masked face."""
-    triangle_ids(np.zeros((1, 3, 2)), np.zeros(1, np.int64), 4)
     warp_maps(np.zeros((3, 2)), np.zeros((3, 2)), np.array([[0, 1, 2]]), np.zeros(1, np.int64), (0, 0, 4, 4), (4, 4))

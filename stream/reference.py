@@ -211,7 +211,7 @@ class ReferenceFace:
             return fallback, 0.0
         weights = _fallback_weights(covered)
         if self._relight_due(smooth):
-            lit = self._light_to_frame(drawn, covered, frame_window, hole, smooth)
+            lit, _ = self._light_to_frame(drawn, covered, frame_window, hole, smooth)
             fallback_fix = self._match_fallback(lit, fallback, weights, frame_window, hole, smooth)
         else:
             lit, fallback_fix = drawn + self._correction, self._fallback_fix
@@ -248,10 +248,9 @@ class ReferenceFace:
             share = self._share = float(covered_window[inside].mean())
             if share == 0.0:
                 return _window_to_region(fallback, scale, region, cv2.INTER_LINEAR), 0.0, (x0, y0)
-            lit = self._light_to_frame(drawn, covered_window, frame_window, hole, smooth)
+            lit, correction = self._light_to_frame(drawn, covered_window, frame_window, hole, smooth)
             fallback_fix = self._match_fallback(lit, fallback, _fallback_weights(covered_window), frame_window,
                                                 hole, smooth)
-            correction = self._correction if smooth else cv2.subtract(lit, drawn, dtype=cv2.CV_32F)
         else:
             share = self._share       # of the frame that solved the lighting (a frame or two ago)
             correction, fallback_fix = self._correction, self._fallback_fix
@@ -297,10 +296,10 @@ class ReferenceFace:
         return False
 
     def _light_to_frame(self, drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
-                        smooth: bool) -> np.ndarray:
+                        smooth: bool) -> tuple[np.ndarray, np.ndarray]:
         """The (window-size) render relit to the frame's light and matched at the hole's border (float32
-        BGR). With `smooth` (video) the fields are carried over frames, and the correction it adds to
-        the render is kept for the frames that are not relit."""
+        BGR), and the correction that added to it. With `smooth` (video) the fields are carried over
+        frames, and the correction is kept for the frames that are not relit."""
         # Solved on every LIGHT_EVERY-th frame: as much of the old field is kept per solve as
         # LIGHT_SMOOTHING keeps over that many frames (the light follows a change as fast).
         keep = LIGHT_SMOOTHING ** LIGHT_EVERY
@@ -310,8 +309,9 @@ class ReferenceFace:
         # same people: see match_border).
         lit, offset = match_border(lit, covered, frame_window, hole, self._offset if smooth else None, keep)
         self._light, self._offset = (light, offset) if smooth else (None, None)
-        self._correction = cv2.subtract(lit, drawn, dtype=cv2.CV_32F) if smooth else None
-        return lit
+        correction = cv2.subtract(lit, drawn, dtype=cv2.CV_32F)
+        self._correction = correction if smooth else None
+        return lit, correction
 
 
 def render_size(frame_to_window: np.ndarray, size: int, limit: int | None) -> int:

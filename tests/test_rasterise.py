@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.rasterise import triangle_ids
+from stream.rasterise import warp_maps
+
+
+def triangle_ids(corners: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
+    """The id raster of stream.rasterise.warp_maps for triangles given by their corners (T, 3, 2):
+    at each pixel of a (size, size) canvas the last triangle of `order` covering it, -1 where none."""
+    points = np.asarray(corners, np.float64).reshape(-1, 2)
+    tris = np.arange(len(points)).reshape(-1, 3)
+    ids, _, _, _ = warp_maps(points, points, tris, order, (0, 0, size, size), (size, size))
+    return ids
 
 
 def grid_triangles(size: int, cell: int) -> np.ndarray:
