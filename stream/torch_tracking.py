@@ -221,6 +221,12 @@ class TorchFaceTracker(FaceTracker):
         """mediapipe's tracking ROI: from the landmarks, levelled on the outer eye corners."""
         return roi_from_points(landmarks, landmarks[EYE_CORNERS[0]], landmarks[EYE_CORNERS[1]])
 
+    def _video_meshes(self, image, shape):
+        """The mesh in every tracked face's ROI in one batch (`_run_mesh`), then a refind of lost ones."""
+        faces = self._frame_meshes(image, shape)
+        self._refind_lost(image, shape, faces)
+        return faces
+
     def _run_mesh(self, image) -> list[np.ndarray]:
         """Tracking mode: the mesh where each face seen last frame was (its ROI from its landmarks)."""
         if self.mode is not RunningMode.VIDEO:
