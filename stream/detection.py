@@ -217,13 +217,22 @@ class ScanSchedule:
         self._shape = None
         self._k = 0
         self._quiet_passes = 0
+        self._eager = False
 
     @property
     def backoff(self) -> int:
         return SCAN_BACKOFF if self._passes and self._quiet_passes >= len(self._passes) else 1
 
-    def record(self, found: bool) -> None:
+    @property
+    def eager(self) -> bool:
+        """The last pass found a new face beside the tracked ones: run the next pass on the next frame.
+        A crowd coming into view is found in about one cycle of frames instead of `redetect_every`
+        cycles; the first pass that finds nobody new ends it (one extra pass after a lone face)."""
+        return self._eager
+
+    def record(self, found: bool, new_face: bool = False) -> None:
         self._quiet_passes = 0 if found else self._quiet_passes + 1
+        self._eager = new_face
 
     def next(self, h: int, w: int):
         if self._shape != (h, w):

@@ -432,10 +432,11 @@ class FaceTracker:
         video = self.mode is RunningMode.VIDEO
         faces = self._video_meshes(rgb, shape) if video else self._frame_meshes(rgb, shape)
         missing_tracked = video and len(faces) < len([t for t in self._tracks if t.missed == 0])
-        # YuNet's scan runs one pass per scheduled frame, and every frame while nothing is tracked.
+        # YuNet's scan runs one pass per scheduled frame, and every frame while nothing is tracked or
+        # while each pass finds a new face (a crowd coming into view: ScanSchedule.eager).
         scan = self._scan if self._yunet is not None else None
         every = self.redetect_every * (scan.backoff if scan is not None else 1)
-        periodic = video and (self._frame % every == 0 or (scan is not None and not self._tracks))
+        periodic = video and (self._frame % every == 0 or (scan is not None and (not self._tracks or scan.eager)))
         found_before = len(faces)
         # Re-detection policy (video): when a tracked face went missing this
         # frame, and every `redetect_every` frames while below max_faces (new
@@ -459,12 +460,13 @@ class FaceTracker:
                 else:
                     self.stats["crop_mesh_faces"] += 1
                 faces.append(FaceCandidate(lm, landmarks_box(lm, shape), source, score))
-        if periodic and scan is not None:
-            scan.record(found=len(faces) > found_before or missing_tracked)
         self._frame += 1
         if not video:
             return [TrackedFace(i, f.landmarks, f.box, f.source, f.score, True) for i, f in enumerate(faces)]
-        return self._associate(faces)
+        out = self._associate(faces)
+        if periodic and scan is not None:
+            scan.record(found=len(faces) > found_before or missing_tracked, new_face=any(f.is_new for f in out))
+        return out
 
     def _associate(self, faces: list[FaceCandidate]) -> list[TrackedFace]:
         # One-to-one on where each track is predicted to be now (survives faces crossing).
