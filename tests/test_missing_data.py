@@ -59,3 +59,23 @@ def test_the_clip_enrolment_measure_needs_real_and_its_clip(tmp_path):
     missing = run("training.evaluate", "--real", "--clip-enrolment", tmp_path / "none.mp4", "--out", tmp_path / "out")
     assert str(tmp_path / "none.mp4") in one_error_line(missing)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_person_measure_needs_the_mask_templates_too(tmp_path):
+    # Its probes are covered with the MaskTheFace templates that training.data.prepare extracts: without
+    # them a built same-person set used to end in a StopIteration traceback.
+    from training.data.same_person import missing_message
+    from training.data.synth import load_templates
+    people = tmp_path / "same_person"
+    people.mkdir()
+    assert "training.data.same_person" in missing_message(people, tmp_path / "templates")
+    np.savez(people / "meta.npz", keys=np.array([]))
+    line = missing_message(people, tmp_path / "templates")
+    assert "python -m training.data.prepare" in line and str(tmp_path / "templates") in line
+    try:
+        load_templates(tmp_path / "templates")
+    except FileNotFoundError as e:
+        assert str(e) == line
+    else:
+        raise AssertionError("load_templates found templates in an empty folder")
+    assert missing_message(people, ROOT / "assets" / "mask_templates") is None    # the MIT copy in the repo

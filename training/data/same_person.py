@@ -38,13 +38,15 @@ SOURCE = "github.com/matush97/faceRecognition @ e7ba6c0951ace22b43ef32fc903a7dae
 MIN_PHOTOS = 3
 
 
-def missing_message(folder: Path | None = None) -> str | None:
-    """One line saying how to build the set, or None when it is there."""
+def missing_message(folder: Path | None = None, templates: Path | None = None) -> str | None:
+    """One line saying how to build the set (and the mask templates its probes are covered with),
+    or None when both are there."""
     folder = folder or SAME_PERSON
-    if (folder / "meta.npz").exists():
-        return None
-    return (f"no same-person set in {folder}: get {SOURCE} (CelebA, non-commercial research only) and run "
-            "python -m training.data.same_person --source PATH/TO/faceRecognition")
+    if not (folder / "meta.npz").exists():
+        return (f"no same-person set in {folder}: get {SOURCE} (CelebA, non-commercial research only) and run "
+                "python -m training.data.same_person --source PATH/TO/faceRecognition")
+    from training.data.synth import templates_missing
+    return templates_missing(templates or ROOT / "data" / "raw" / "maskthefacetemplates")
 
 
 def read_identities(path: Path) -> dict[str, int]:

@@ -49,9 +49,21 @@ class Template:
     anchors: np.ndarray   # 6x2 float32, a..f
 
 
+def templates_missing(root: Path) -> str | None:
+    """One line saying how to get the MaskTheFace templates, or None when `root` holds them."""
+    root = Path(root)
+    if root.is_dir() and next(root.rglob("masks.cfg"), None) is not None:
+        return None
+    return (f"no mask templates (masks.cfg) in {root}: run python -m training.data.prepare "
+            "(it extracts ../shared/data/masks/maskthefacetemplates.tar)")
+
+
 def load_templates(root: Path) -> dict[str, Template]:
     """MaskTheFace templates keyed by section name (e.g. 'surgical_left')."""
     root = Path(root)
+    problem = templates_missing(root)
+    if problem:
+        raise FileNotFoundError(problem)
     cfg_path = next(root.rglob("masks.cfg"))
     base = cfg_path.parent.parent  # paths in the cfg start with masks/
     cfg = configparser.ConfigParser()
