@@ -31,6 +31,13 @@ MASK_THRESHOLD = 0.5
 # The face jumped (a cut, a re-detection elsewhere): the mask's EMA starts again rather than smear.
 LARGE_MOTION_SCALE = (0.8, 1.25)      # crop scale ratio outside this range
 LARGE_MOTION_SHIFT = 0.15             # or the crop centre moved more than this share of the crop
+# A cut in the video (or a track that jumped onto another face) changes the upper face at once: the
+# mean change of its grey patch (forehead to eyes, never under a covering; mean removed, so a light
+# change alone is not a cut) is ~1 level between frames, up to ~9 on two real clips (a turn, a hand),
+# and 28 at a real cut, where the last shot's covering was drawn for a frame over an unmasked mouth.
+CUT_CHANGE = 15.0
+CUT_PATCH = 32                        # px of the canonical crop the patch is read at
+CUT_ROWS = slice(6, 15)               # of those: the forehead, brows and eyes
 
 
 class TrackState:
@@ -46,6 +53,34 @@ class TrackState:
         self.masked = False
         self.enrolled = None      # stream.reference.ReferenceFace: this track's best unmasked view (enrol="auto")
         self.frames = 0
+        self.upper_face: np.ndarray | None = None    # the last frame's upper_face_patch
+        self.cuts = 0
+
+    def follow(self, patch: np.ndarray) -> bool:
+        """Take this frame's upper-face patch; at a cut (CUT_CHANGE) the covering's and the landmarks'
+        filters start again, as for a new face (the gender and an enrolled view stay with the track).
+        Returns whether it was a cut."""
+        cut = self.upper_face is not None and float(np.abs(patch - self.upper_face).mean()) > CUT_CHANGE
+        self.upper_face = patch
+        if cut:
+            self.cuts += 1
+            self.landmarks.reset()
+            self.analyser_landmarks.reset()
+            self.mask.reset()
+            self.matrix = self.coverage = None
+            self.masked = False
+        return cut
+
+
+def upper_face_patch(image: np.ndarray, alignment) -> np.ndarray:
+    """The face's forehead-to-eyes grey patch (CUT_ROWS of a CUT_PATCH-px canonical crop), mean removed."""
+    # Sampled at 4x and area-averaged down: a large face sampled straight at 32 px aliases, and its
+    # patch then changes by ~5 levels a frame as it moves.
+    m = alignment.matrix * (4 * CUT_PATCH / alignment.size)
+    crop = cv2.warpAffine(image, m, (4 * CUT_PATCH, 4 * CUT_PATCH), flags=cv2.INTER_LINEAR)
+    small = cv2.resize(crop, (CUT_PATCH, CUT_PATCH), interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(small[CUT_ROWS], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return grey - grey.mean()
 
 
 @dataclass

@@ -34,7 +34,8 @@ from stream.analyser import LowerFaceAnalyser, ModelAnalyser
 from stream.compositing import FEATHER_PX, CpuCompositor, mask_to_frame
 from stream.errors import ModelError
 from stream.hole import frame_hole
-from stream.face_state import UNMASKED_FRACTION, TrackState, decide_covering, decide_gender, decide_landmarks
+from stream.face_state import (UNMASKED_FRACTION, TrackState, decide_covering, decide_gender, decide_landmarks,
+                               upper_face_patch)
 from stream.reference import ReferenceFace, enrolment_quality
 from stream.reconstruct import GenerativeReconstructor, TeleaReconstructor, frame_to_window
 from stream.stages import (Analyser, Compositor, FaceAnalysis, FaceInput, FrameContext, FrameImage, FrameStore,
@@ -482,6 +483,8 @@ class Unmasker:
                 if st is None or tf.is_new:
                     st = self._states[tf.track_id] = TrackState(self.min_cutoff, self.beta, self.mask_alpha)
                 if self.smoothing:
+                    # Read where the tracker puts the face now, before any smoothing drags it back.
+                    st.follow(upper_face_patch(ctx.image, align_face(lm, self._canonical)))
                     lm = st.landmarks(lm, ctx.timestamp_s)
             work.append(_FaceWork(tf, FaceInput(align_face(lm, self._canonical), lm), st))
         return work

@@ -298,3 +298,49 @@ def test_finishing_a_frame_after_the_tracker_ran_ahead_keeps_that_frames_track_s
     raw = _ScriptedTracker(2)
     raw.process(frames[0])
     assert not np.allclose(expected[1].faces[0].landmarks, raw.process(frames[1])[0].landmarks)
+
+
+def _cut_clip():
+    """Ten frames of the masked astronaut, then a cut to another shot of her, unmasked: lit from one
+    side and a little to the side of where she was (the same track continues across it)."""
+    masked, _ = masked_astronaut()
+    frames = []
+    for i in range(10):
+        frame = np.full((480, 640, 3), 70, np.uint8)
+        frame[40:440, 100 + 2 * i:500 + 2 * i] = masked[0:400, 56:456]
+        frames.append(frame)
+    after = np.full((480, 640, 3), 95, np.uint8)
+    side_light = np.linspace(0.55, 1.35, 400, dtype=np.float32)[None, :, None]
+    after[40:440, 150:550] = np.clip(astronaut()[0:400, 56:456] * side_light, 0, 255).astype(np.uint8)
+    return frames, after
+
+
+@needs_models
+def test_a_cut_to_an_unmasked_face_redraws_nothing_on_its_first_frame(monkeypatch):
+    import stream.face_state as face_state
+
+    frames, after = _cut_clip()
+
+    def first_frame_after_the_cut():
+        with Unmasker() as um:
+            for i, f in enumerate(frames):
+                assert um.process(f, timestamp_ms=40.0 * i).faces[0].masked
+            res = um.process(after, timestamp_ms=400.0)
+            return res, um._states[res.faces[0].track_id]
+
+    res, state = first_frame_after_the_cut()
+    assert state.cuts == 1 and not res.faces[0].masked
+    np.testing.assert_array_equal(res.image, after)       # the unmasked mouth is shown as it is
+    # Without the cut test, the last shot's smoothed covering is drawn over her mouth for a frame.
+    monkeypatch.setattr(face_state, "CUT_CHANGE", float("inf"))
+    res, state = first_frame_after_the_cut()
+    assert state.cuts == 0 and (res.image != after).any(axis=2).sum() > 5000
+
+
+@needs_models
+def test_a_moving_face_is_not_taken_for_a_cut():
+    from tests.faces import face_clip_frames
+    with Unmasker() as um:
+        for i, (frame, _) in enumerate(face_clip_frames(30, step_px=6)):
+            res = um.process(frame, timestamp_ms=40.0 * i)
+        assert len(res.faces) == 1 and um._states[res.faces[0].track_id].cuts == 0
