@@ -76,10 +76,13 @@ def upper_face_patch(image: np.ndarray, alignment) -> np.ndarray:
     """The face's forehead-to-eyes grey patch (CUT_ROWS of a CUT_PATCH-px canonical crop), mean removed."""
     # Sampled at 4x and area-averaged down: a large face sampled straight at 32 px aliases, and its
     # patch then changes by ~5 levels a frame as it moves.
+    # Only the rows it reads are warped.
     m = alignment.matrix * (4 * CUT_PATCH / alignment.size)
-    crop = cv2.warpAffine(image, m, (4 * CUT_PATCH, 4 * CUT_PATCH), flags=cv2.INTER_LINEAR)
-    small = cv2.resize(crop, (CUT_PATCH, CUT_PATCH), interpolation=cv2.INTER_AREA)
-    grey = cv2.cvtColor(small[CUT_ROWS], cv2.COLOR_BGR2GRAY).astype(np.float32)
+    m[1, 2] -= 4 * CUT_ROWS.start
+    rows = CUT_ROWS.stop - CUT_ROWS.start
+    band = cv2.warpAffine(image, m, (4 * CUT_PATCH, 4 * rows), flags=cv2.INTER_LINEAR)
+    small = cv2.resize(band, (CUT_PATCH, rows), interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
     return grey - grey.mean()
 
 
