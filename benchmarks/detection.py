@@ -1,6 +1,6 @@
 """How often do we find masked faces? Measured, not assumed.
 
-    python -m benchmarks.detection [--sections crowd photos clips fringe legacy]
+    python -m benchmarks.detection [--sections crowd photos clips fringe holes legacy]
                                    [--photos DIR] [--clips A.mp4 B.mp4] [--out DIR]
                                    [--trackers mediapipe torch]
 
@@ -23,6 +23,9 @@
   3-crop-pixel-short segmentation, refined and not, and with the shipped analyser: the share of
   a 10 px ring around the covering's edge left covering-coloured, the covering IoU, and the
   visible face changed (share of the covering's area).
+* holes (not run by default): the still-image hole (Face.mask) against hand-labelled coverings
+  (MaskedFace-Net photos, extracted by training.data.prepare; the analyser trained on them, so it
+  measures the hole's edge rule): IoU, covering left outside the hole, visible face redrawn.
 * legacy: the earlier report (mesh alone / BlazeFace / tracker on photos; frames with a face,
   sources and track ids on clips).
 Writes JSON + Markdown.
@@ -345,10 +348,56 @@ def _md(result: dict) -> str:
         for r in f["rows"]:
             lines.append(f"| {r['case']} | {r['fringe']:.2%} | {r['covering_iou']:.3f} | {r['visible_face_changed']:.1%} | {r['ms']:.0f} |")
         lines.append("")
+    if "holes" in result:
+        h = result["holes"]
+        lines += [f"## The hole against hand-labelled coverings ({h['photos']} MaskedFace-Net photos; the analyser "
+                  "was trained on them: this measures the hole's edge rule)", "",
+                  "| IoU | covering left outside the hole | photos with > 2 % left | visible face redrawn |",
+                  "|---|---|---|---|",
+                  f"| {h['iou']:.3f} | {h['covering_left']:.2%} | {h['photos_with_over_2pct_left']:.1%} | "
+                  f"{h['face_redrawn']:.2%} |", ""]
     return "\n".join(lines)
 
 
 DEFAULT_PHOTOS = ROOT / "data" / "raw" / "rmfd_dev"
+
+
+LABELLED = ROOT / "data" / "raw" / "maskedface_seg_train_384"
+
+
+def labelled_photos(folder: Path) -> list[tuple[Path, Path]]:
+    """(photo, label) pairs of the MaskedFace-Net photos with hand labels (training.data.prepare
+    extracts them): `.../images/N.jpg` with `.../masks/N_gt.png`."""
+    pairs = []
+    for photo in sorted(folder.rglob("images/*.jpg")):
+        label = photo.parent.parent / "masks" / f"{photo.stem}_gt.png"
+        if label.exists():
+            pairs.append((photo, label))
+    return pairs
+
+
+def hole_report(pairs: list[tuple[Path, Path]]) -> dict:
+    """The frame-resolution hole (Face.mask, still-image mode) against hand-labelled coverings: IoU,
+    the share of the covering left outside the hole (fragments that show), the photos with more than
+    2 % left, and the visible face redrawn (hole outside the covering, as a share of the covering).
+    The analyser was trained on these photos: this measures the hole's edge rule, not the network."""
+    from stream.unmasker import Unmasker
+    rows = []
+    with Unmasker() as um:
+        for photo, label in pairs:
+            img, lab = cv2.imread(str(photo)), cv2.imread(str(label))
+            covering = (lab[..., 1] > 64) & (lab[..., 0] < 64) & (lab[..., 2] < 64)     # BGR (0, 128, 0)
+            if covering.sum() < 100:
+                continue
+            faces = [f for f in um.process(img).faces if f.masked and f.mask is not None]
+            hole = np.zeros(covering.shape, bool)
+            for f in faces:
+                hole |= f.mask > 0
+            rows.append(((hole & covering).sum() / (hole | covering).sum(), (covering & ~hole).sum() / covering.sum(),
+                         (hole & ~covering).sum() / covering.sum()))
+    r = np.array(rows, float).reshape(-1, 3)
+    return {"photos": len(r), "iou": float(r[:, 0].mean()), "covering_left": float(r[:, 1].mean()),
+            "photos_with_over_2pct_left": float((r[:, 1] > 0.02).mean()), "face_redrawn": float(r[:, 2].mean())}
 
 
 def missing_data(folder: Path, photos: list, clips: list, sections=("photos", "clips")) -> str | None:
@@ -365,8 +414,10 @@ def missing_data(folder: Path, photos: list, clips: list, sections=("photos", "c
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sections", nargs="+", choices=["crowd", "photos", "clips", "fringe", "legacy"],
+    ap.add_argument("--sections", nargs="+", choices=["crowd", "photos", "clips", "fringe", "holes", "legacy"],
                     default=["crowd", "photos", "clips", "fringe"])
+    ap.add_argument("--labelled", type=Path, default=LABELLED,
+                    help="hand-labelled masked photos for the holes section (default: data/raw/maskedface_seg_train_384)")
     ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     ap.add_argument("--clips", type=Path, nargs="*", default=sorted(
         (ROOT.parent / "shared" / "data" / "real" / "videos").glob("*.mp4")))
@@ -385,6 +436,11 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    labelled = labelled_photos(args.labelled) if "holes" in args.sections and args.labelled.is_dir() else []
+    if "holes" in args.sections and not labelled:
+        print(f"error: nothing to measure for holes: no labelled photos in {args.labelled} "
+              "(python -m training.data.prepare extracts them there)", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     result = {}
     if "crowd" in args.sections:
@@ -395,6 +451,8 @@ def main(argv=None) -> int:
         result["clips_reference"] = [clip_reference_report(c, args.max_frames) for c in args.clips]
     if "fringe" in args.sections:
         result["fringe"] = fringe_report()
+    if "holes" in args.sections:
+        result["holes"] = hole_report(labelled)
     md = _md(result)
     if "legacy" in args.sections:
         result["photos"] = [photos_report(photos, k, args.device) for k in args.trackers] if photos else []

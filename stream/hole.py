@@ -41,6 +41,7 @@ GUIDE_EPS = 1e-3         # guided filter regularisation, guide in [0, 1] (edges 
 BAND = 4.0               # mask pixels each side of the crop's edge re-decided by colour
 COLOURS = 4              # k-means colours per side (patterned coverings, skin + background)
 KMEANS_SAMPLES = 1200    # pixels per side the colours are fitted to
+RELEASE = 4.0            # a covered pixel is released when its squared colour distance to the inside is this many times the outside's
 
 
 @dataclass
@@ -152,7 +153,10 @@ def snap_to_colours(roi_bgr: np.ndarray, inside: np.ndarray, band: int, seed: in
 
     d_in, d_out = nearest(c_in), nearest(c_out)
     out = sure_in.copy()
-    out[unsure] = d_in < d_out
+    # What the analyser calls covered is released only when clearly nearer the outside's colours: a
+    # white covering against a white wall (or shaded grey over a grey shirt) is near both, and a
+    # fragment left at the border shows far more than a little more skin redrawn.
+    out[unsure] = d_in < np.where(inside[unsure], RELEASE * d_out, d_out)
     # Keep what touches the sure inside (a stray pixel of covering colour far out is not it).
     n, labels = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
     keep = np.zeros(n, bool)

@@ -98,3 +98,20 @@ def test_no_ring_of_covering_colour_at_full_resolution(case_frame, short_px):
     if short_px:                                      # without refinement the short edge shows
         with _unmasker(OracleSegmentation(truth, short_px), refine_edges=False) as u:
             assert fringe(u.process(frame).image, truth) > 0.05
+
+
+def test_a_covering_shaded_like_its_surroundings_is_not_released_at_its_edge(monkeypatch):
+    # White fabric shaded grey towards its lower edge, over a grey shirt, under a white wall: the edge
+    # is nearer the shirt's colour than the fabric's lightest, but not clearly (RELEASE); it stays
+    # covered instead of being left as a grey-white fragment around the hole (real clip 05).
+    import stream.hole as hole
+    roi = np.full((120, 160, 3), 190, np.uint8)
+    roi[:60] = 245
+    inside = np.zeros((120, 160), bool)
+    inside[20:90, 30:130] = True
+    roi[20:90, 30:130] = np.linspace(238, 214, 70).astype(np.uint8)[:, None, None]
+    roi[84:90, 30:130] = 202
+    kept = hole.snap_to_colours(roi, inside, 8)
+    assert kept[84:90, 30:130].all() and not (kept & ~inside).any()
+    monkeypatch.setattr(hole, "RELEASE", 1.0)             # the nearest colour alone releases that edge
+    assert not hole.snap_to_colours(roi, inside, 8)[84:90, 30:130].any()

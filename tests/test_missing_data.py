@@ -79,3 +79,10 @@ def test_the_same_person_measure_needs_the_mask_templates_too(tmp_path):
     else:
         raise AssertionError("load_templates found templates in an empty folder")
     assert missing_message(people, ROOT / "assets" / "mask_templates") is None    # the MIT copy in the repo
+
+
+def test_the_holes_measure_without_labelled_photos_is_an_error(tmp_path):
+    proc = run("benchmarks.detection", "--sections", "holes", "--labelled", tmp_path / "none", "--out", tmp_path / "out")
+    line = one_error_line(proc)
+    assert "nothing to measure for holes" in line and str(tmp_path / "none") in line
+    assert "python -m training.data.prepare" in line and not (tmp_path / "out").exists()
