@@ -33,8 +33,9 @@ LARGE_MOTION_SCALE = (0.8, 1.25)      # crop scale ratio outside this range
 LARGE_MOTION_SHIFT = 0.15             # or the crop centre moved more than this share of the crop
 # A cut in the video (or a track that jumped onto another face) changes the upper face at once: the
 # mean change of its grey patch (forehead to eyes, never under a covering; mean removed, so a light
-# change alone is not a cut) is ~1 level between frames, up to ~9 on two real clips (a turn, a hand),
-# and 28 at a real cut, where the last shot's covering was drawn for a frame over an unmasked mouth.
+# change alone is not a cut) is ~1-2 levels between frames, up to 6 on two real clips (a turn, a
+# hand), 14.9 at the sample clip's edits, and 24 at a real cut (shared clip 04), where the last
+# shot's covering was drawn for a frame over an unmasked mouth.
 CUT_CHANGE = 15.0
 CUT_PATCH = 32                        # px of the canonical crop the patch is read at
 CUT_ROWS = slice(6, 15)               # of those: the forehead, brows and eyes

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from models.face_nets import FaceNet, load_face_net, mediapipe_model_path
 from models.spec import MEDIAPIPE_NETS
-from stream.tracking import Detection, FaceTracker, RunningMode, detection_regions, iou, merge_detections
+from stream.tracking import (Detection, FaceCandidate, FaceTracker, RunningMode, contains_centre, detection_regions,
+                            iou, landmarks_box, merge_detections)
 
 __all__ = ["TorchFaceTracker", "FaceDetectorNet", "FaceMeshNet", "FaceNet", "load_face_net", "mediapipe_model_path"]
 
@@ -226,6 +227,23 @@ class TorchFaceTracker(FaceTracker):
         faces = self._frame_meshes(image, shape)
         self._refind_lost(image, shape, faces)
         return faces
+
+    def _refind_lost(self, rgb, shape, faces: list[FaceCandidate]) -> None:
+        """A face the batched ROI mesh lost: look again where it was, as masks often break the mesh's
+        tracking (appends to `faces`)."""
+        for t in self._tracks:
+            if len(faces) >= self.max_faces or t.missed > 1:
+                continue
+            cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
+            if any(contains_centre(f.box, (cx, cy)) for f in faces):
+                continue
+            x0, y0, x1, y1 = t.box
+            # The landmark box is the whole face; the crop helper expects a detector-sized box.
+            inner = (x0 + (x1 - x0) * 0.15, y0 + (y1 - y0) * 0.15, x1 - (x1 - x0) * 0.15, y1 - (y1 - y0) * 0.15)
+            lm = self._mesh_on_crop(rgb, inner)
+            if lm is not None:
+                faces.append(FaceCandidate(lm, landmarks_box(lm, shape), "mesh", 1.0))
+                self.stats["roi_mesh_faces"] += 1
 
     def _run_mesh(self, image) -> list[np.ndarray]:
         """Tracking mode: the mesh where each face seen last frame was (its ROI from its landmarks)."""

@@ -90,7 +90,7 @@ class FaceCandidate(NamedTuple):
     score: float
 
 
-def _contains_centre(box: Box, point) -> bool:
+def contains_centre(box: Box, point) -> bool:
     return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
 
 
@@ -158,6 +158,14 @@ def merge_detections(found: list[Detection]) -> list[Detection]:
 TRACKING_CONFIDENCE = 0.2
 
 
+def _crop_landmarks(result, size: int, frame_to_crop: np.ndarray) -> np.ndarray | None:
+    """The first face of a mesh result on a `size`-px square crop, in frame pixels; None without one."""
+    if not result.multi_face_landmarks:
+        return None
+    lm = np.array([(p.x * size, p.y * size) for p in result.multi_face_landmarks[0].landmark], np.float32)
+    return transform_points(lm, cv2.invertAffineTransform(frame_to_crop))
+
+
 class TrackMesh:
     """mediapipe's face mesh in tracking mode for one track, on a crop that follows it.
 
@@ -193,13 +201,8 @@ class TrackMesh:
         m = np.array([[s, 0, self.SIZE / 2 - s * cx], [0, s, self.SIZE / 2 - s * cy]])
         crop = cv2.warpAffine(rgb, m, (self.SIZE, self.SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT)
-        for _ in range(2):
-            res = self._mesh.process(crop)
-            if res.multi_face_landmarks:
-                lm = np.array([(p.x * self.SIZE, p.y * self.SIZE) for p in res.multi_face_landmarks[0].landmark],
-                              np.float32)
-                return transform_points(lm, cv2.invertAffineTransform(m))
-        return None
+        lm = _crop_landmarks(self._mesh.process(crop), self.SIZE, m)
+        return lm if lm is not None else _crop_landmarks(self._mesh.process(crop), self.SIZE, m)
 
     def reset(self) -> None:
         """Forget the face (the graph restarts): for reuse by another track."""
@@ -338,7 +341,7 @@ class FaceTracker:
         else:
             from stream.detection import non_max_suppression
             lost = [predict_box(t.box, t.extra.get("velocity", (0.0, 0.0)), t.missed + 1) for t in self._tracks
-                    if not any(_contains_centre(f.box, ((t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2))
+                    if not any(contains_centre(f.box, ((t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2))
                                for f in faces)]
             found = self._yunet.detect_near(rgb, lost, rgb=True) if lost else []
             if periodic:
@@ -362,11 +365,7 @@ class FaceTracker:
         s = size / (2 * half)
         m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]])
         crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        res = self._crop_mesh.process(crop)
-        if not res.multi_face_landmarks:
-            return None
-        lm = np.array([(p.x * size, p.y * size) for p in res.multi_face_landmarks[0].landmark], np.float32)
-        return transform_points(lm, cv2.invertAffineTransform(m))
+        return _crop_landmarks(self._crop_mesh.process(crop), size, m)
 
     @staticmethod
     def _fit_to_keypoints(shape: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
@@ -390,23 +389,6 @@ class FaceTracker:
         self.stats["mesh_faces"] += len(faces)
         return faces
 
-    def _refind_lost(self, rgb, shape, faces: list[FaceCandidate]) -> None:
-        """A face the whole-frame mesh lost: look again where it was, as masks often break the mesh's
-        tracking (appends to `faces`)."""
-        for t in self._tracks:
-            if len(faces) >= self.max_faces or t.missed > 1:
-                continue
-            cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
-            if any(_contains_centre(f.box, (cx, cy)) for f in faces):
-                continue
-            x0, y0, x1, y1 = t.box
-            # The landmark box is the whole face; the crop helper expects a detector-sized box.
-            inner = (x0 + (x1 - x0) * 0.15, y0 + (y1 - y0) * 0.15, x1 - (x1 - x0) * 0.15, y1 - (y1 - y0) * 0.15)
-            lm = self._mesh_on_crop(rgb, inner)
-            if lm is not None:
-                faces.append(FaceCandidate(lm, landmarks_box(lm, shape), "mesh", 1.0))
-                self.stats["roi_mesh_faces"] += 1
-
     def _video_meshes(self, rgb, shape) -> list[FaceCandidate]:
         """VIDEO: each track seen in the last two frames meshed by its own graph (TrackMesh) where it is
         predicted to be; with nothing tracked, the whole-frame mesh (its detector finds large faces)."""
@@ -418,7 +400,7 @@ class FaceTracker:
             if len(faces) >= self.max_faces:
                 break
             box = predict_box(t.box, t.extra.get("velocity", (0.0, 0.0)), t.missed + 1)
-            if any(_contains_centre(f.box, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)) for f in faces):
+            if any(contains_centre(f.box, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)) for f in faces):
                 continue    # two tracks on one face: the older keeps it
             lm = self._mesh_for(t.track_id).find(rgb, box)
             if lm is not None:
@@ -444,7 +426,7 @@ class FaceTracker:
         if len(faces) < self.max_faces and (not video or missing_tracked or periodic):
             for box, kp, score in self._find_faces(rgb, faces, periodic):
                 centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                if len(faces) >= self.max_faces or any(_contains_centre(f.box, centre) for f in faces):
+                if len(faces) >= self.max_faces or any(contains_centre(f.box, centre) for f in faces):
                     continue   # already found by the mesh
                 lm = self._mesh_on_crop(rgb, box, kp)
                 source = "mesh"
