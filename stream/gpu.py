@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from engines.cuda_graph import CudaGraphed
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRESETS, WEIGHTS_DIR, decode_analyser, hole_kernel_size, window_matrix
 from models.checkpoints import load_network
+from models.colour import ColourCorrection
 from stream.alignment import Alignment, transform_points
 from stream.errors import ModelError
 from stream.hole import window_protected_region
@@ -240,6 +241,8 @@ class TorchFrameReconstructor:
         self.dilate_px, self.feather_px = dilate_px, feather_px
         self.analyser = load_module("analyser", device, self.precision, weights_dir)
         self.inpainter = load_module(f"inpainter_{preset}", device, self.precision, weights_dir)
+        # The inpainter's fitted skin-tone correction, as the CPU path's reconstructor applies it.
+        self.colour = ColourCorrection.for_inpainter(Path(weights_dir or WEIGHTS_DIR) / f"inpainter_{preset}.onnx")
         if self.cuda and cuda_graphs:
             # Small networks: on a GPU their cost is kernel launches; a graph launches them at once.
             self.analyser, self.inpainter = CudaGraphed(self.analyser), CudaGraphed(self.inpainter)
@@ -427,6 +430,8 @@ class TorchFrameReconstructor:
         pred = self.inpainter(self._net_input(windows * (1.0 / 255.0)), self._net_input(hole),
                               self._net_input(maps), genders.to(self.dtype))
         pred = (pred.float() * 255.0).clamp_(0, 255)
+        if self.colour is not None:
+            pred = self.colour.correct_torch(windows, hole, pred)
         regions = {}
         if any(j.reference is not None for j in jobs):
             pred, regions = self._draw_references(pred, windows, hole, jobs, video, mats, reference_px)

@@ -5,7 +5,8 @@ cut from the frame (models.spec.INPAINT_WINDOW), the holes to fill, the landmark
 genders, and returns the redrawn windows; the compositor cuts the windows and blends the result back.
 
 * `GenerativeReconstructor` (default): the shipped inpainter network (guided by the landmark map
-  and the gender), through any `engines` runner.
+  and the gender), through any `engines` runner, its fill's colour corrected from the visible skin
+  around the hole (models.colour).
 * `TeleaReconstructor` (`--method classical`): the BASELINE kept for comparison: `cv2.inpaint`
   (Telea). No learning.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models.colour import ColourCorrection
 from models.spec import CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, window_matrix
 from stream.alignment import Alignment, transform_points
 
@@ -25,18 +27,19 @@ class GenerativeReconstructor:
 
     name = "model"
 
-    def __init__(self, runner, window_size: int):
+    def __init__(self, runner, window_size: int, colour: ColourCorrection | None = None):
         self.runner = runner
         self.window_size = window_size
+        self.colour = colour      # the inpainter's fitted skin-tone correction (models.colour), if any
 
     @classmethod
     def open(cls, preset: str = "fast", backend: str = "auto", device: str | None = None,
-             threads: int | None = None) -> "GenerativeReconstructor":
+             threads: int | None = None, colour: bool = True) -> "GenerativeReconstructor":
         from engines import create_runner   # engines sits below the stream; imported when a model is opened
 
-        runner = create_runner(f"inpainter_{preset}", backend=backend, device=device, threads=threads,
-                               precision="auto")
-        return cls(runner, INPAINTER_PRESETS[preset]["size"])
+        name = f"inpainter_{preset}"
+        runner = create_runner(name, backend=backend, device=device, threads=threads, precision="auto")
+        return cls(runner, INPAINTER_PRESETS[preset]["size"], ColourCorrection.for_inpainter(name) if colour else None)
 
     def inpaint(self, windows, holes, landmark_maps, genders):
         res = self.runner.run({
@@ -46,7 +49,8 @@ class GenerativeReconstructor:
             "gender": genders.astype(np.float32),
         })
         out = res["output"].transpose(0, 2, 3, 1) * 255.0
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return out if self.colour is None else self.colour.correct(windows, holes, out)
 
     def close(self) -> None:
         self.runner.close()

@@ -48,25 +48,32 @@ def yaw_bin(y: float) -> str:
 
 
 class Models:
-    def __init__(self, backend="onnxruntime", preset="fast", weights: Path | None = None):
-        """The shipped models, or the candidates in `weights` (a folder of .onnx files)."""
+    def __init__(self, backend="onnxruntime", preset="fast", weights: Path | None = None, colour: bool = True):
+        """The shipped models, or the candidates in `weights` (a folder of .onnx files). The inpainter's
+        output goes through its fitted colour correction (models.colour) as in the product, unless
+        `colour` is False (what training.fit_colour fits on)."""
         from engines import create_runner
+        from models.colour import ColourCorrection
         pick = lambda name: (weights / f"{name}.onnx") if weights and (weights / f"{name}.onnx").exists() else name
         self.analyser = create_runner(pick("analyser"), backend=backend)
         self.inpainter = create_runner(pick(f"inpainter_{preset}"), backend=backend)
+        self.colour = ColourCorrection.for_inpainter(pick(f"inpainter_{preset}")) if colour else None
 
     def analyse(self, images: list[np.ndarray]):
         x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255
         r = self.analyser.run({"image": x})
         return decode_analyser(r["mask_logits"], r["gender_logit"], r["landmarks"], landmark_scale=1)
 
-    def inpaint(self, images, holes, maps, genders):
+    def inpaint(self, images, holes, maps, genders, colour: bool = True):
         r = self.inpainter.run({
             "image": np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255,
             "hole": np.stack(holes)[:, None].astype(np.float32),
             "landmark_map": np.stack(maps)[:, None].astype(np.float32),
             "gender": np.asarray(genders, np.float32)})
-        return np.clip(r["output"].transpose(0, 2, 3, 1) * 255 + 0.5, 0, 255).astype(np.uint8)
+        out = np.clip(r["output"].transpose(0, 2, 3, 1) * 255 + 0.5, 0, 255).astype(np.uint8)
+        if colour and self.colour is not None:
+            out = self.colour.correct(np.stack(images), np.stack(holes), out)
+        return out
 
 
 def _mesh():

@@ -16,8 +16,9 @@ upper cheeks, Chardon's six bins), gender, UTKFace race label, age group and yaw
 
 * gender: balanced accuracy of the analyser on the masked face (adults);
 * covering: IoU of the analyser's segmentation with the pasted covering;
-* reconstruction given the true hole: hole PSNR of the inpainter (raw, and with the
-  stream's skin-tone matching, `stream.colour`) next to cv2.inpaint Telea;
+* reconstruction given the true hole: hole PSNR of the inpainter as the product runs it
+  (its fill's colour corrected from the skin around the hole, `models.colour`, fitted on
+  the training split by `training.fit_colour`) and uncorrected, next to cv2.inpaint Telea;
 * colour: CIEDE2000 between the mean Lab colour of the reconstructed and the true
   hole, and the signed L*, a*, b* shifts;
 * identity: cosine between a face embedding the project never trains with (Intel's
@@ -112,7 +113,11 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
     for start in range(0, len(faces), 32):
         idx = list(range(start, min(start + 32, len(faces))))
         a_samples, probs, genders, a_lms, samples, outs = reconstruct(models, maker, idx, preset)
-        for i, a, p, g, s, o, a_lm in zip(idx, a_samples, probs, genders, samples, outs, a_lms):
+        # The same fills without the colour correction (models.colour), for its effect.
+        raws = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples],
+                              [draw_landmark_map(s["landmarks"], s["image"].shape[0]) for s in samples],
+                              [float(g) for g in genders], colour=False)
+        for i, a, p, g, s, o, raw, a_lm in zip(idx, a_samples, probs, genders, samples, outs, raws, a_lms):
             crop, lm = faces.images[i], faces.landmarks[i]
             hole = s["hole"] > 0.5
             telea = cv2.inpaint(s["image"], hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
@@ -124,7 +129,8 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
                        age=int(faces.age[i]), race=RACES.get(race_of.get(str(faces.keys[i]), -1), "?"),
                        ita=ita, skin=ita_bin(ita), yaw=_yaw_bin(s["yaw"]),
                        iou=iou_dice(p, a["mask"])[0], pred_gender=int(g > 0.5), p_female=float(g))
-            for name, img in (("ours", o), ("reference", own), ("telea", telea), ("masked", s["image"])):
+            for name, img in (("ours", o), ("uncorrected", raw), ("reference", own), ("telea", telea),
+                              ("masked", s["image"])):
                 if name != "masked":
                     row[f"psnr_{name}"] = psnr(img, s["target"], s["hole"])
                     lab = mean_lab(img, hole)
@@ -212,8 +218,10 @@ def _group_stats(rows: list[dict]) -> dict:
     for g, name in ((1, "women"), (0, "men")):
         sel = [r for r in adults if r["gender"] == g]
         res[f"gender_acc_{name}"] = float(np.mean([r["pred_gender"] == g for r in sel])) if sel else float("nan")
-    for k in ["iou", "psnr_ours", "psnr_telea", "psnr_reference", "de_ours", "de_telea", "de_reference",
-              "dL_ours", "da_ours", "db_ours", "cos_masked", "cos_ours", "cos_telea", "cos_reference"]:
+    for k in ["iou", "psnr_ours", "psnr_uncorrected", "psnr_telea", "psnr_reference", "de_ours",
+              "de_uncorrected", "de_telea", "de_reference", "dL_ours", "da_ours", "db_ours", "dL_uncorrected",
+              "da_uncorrected", "db_uncorrected", "cos_masked", "cos_ours", "cos_uncorrected", "cos_telea",
+              "cos_reference"]:
         res[k] = float(np.mean([r[k] for r in rows]))
     res["covering_total_failures"] = int(sum(r["iou"] < 0.1 for r in rows))
     return res
@@ -221,7 +229,8 @@ def _group_stats(rows: list[dict]) -> dict:
 
 def summarise(rows: list[dict]) -> dict:
     res = {"overall": _group_stats(rows)}
-    res["overall"].update({f"top1_{n}": _top1(rows, n) for n in ("masked", "ours", "telea", "reference")})
+    res["overall"].update({f"top1_{n}": _top1(rows, n) for n in ("masked", "ours", "uncorrected", "telea",
+                                                                   "reference")})
     for key in ("skin", "gender", "race", "yaw", "kind"):
         groups = defaultdict(list)
         for r in rows:
@@ -247,6 +256,8 @@ def to_markdown(m: dict) -> str:
              f"(ours − Telea {f(o['psnr_ours'] - o['psnr_telea'], 2)}) | ≥ Telea + 5 |",
              f"| mean-colour CIEDE2000, ours / Telea | {f(o['de_ours'], 2)} / {f(o['de_telea'], 2)} "
              f"| ≤ 3 in every skin bin |",
+             f"| the same without the colour correction (models.colour): CIEDE2000 / hole PSNR / identity "
+             f"cosine | {f(o['de_uncorrected'], 2)} / {f(o['psnr_uncorrected'], 2)} / {f(o['cos_uncorrected'])} | |",
              f"| signed shift of the hole's mean L* / a* / b* (ours) | {f(o['dL_ours'], 2)} / {f(o['da_ours'], 2)} / "
              f"{f(o['db_ours'], 2)} | 0 |",
              f"| identity cosine to the true face: masked / ours / Telea | {f(o['cos_masked'])} / "
@@ -257,7 +268,7 @@ def to_markdown(m: dict) -> str:
              f"top-1 / hole PSNR / CIEDE2000 | {f(o['cos_reference'])} / {f(o['top1_reference'])} / "
              f"{f(o['psnr_reference'], 2)} / {f(o['de_reference'], 2)} | top-1 ≥ 0.60 |", ""]
     cols = ["n", "gender_bacc_adult", "gender_acc_women", "gender_acc_men", "iou", "psnr_ours", "psnr_telea",
-            "de_ours", "de_telea", "dL_ours", "da_ours", "cos_masked", "cos_ours", "cos_reference"]
+            "de_ours", "de_uncorrected", "de_telea", "dL_ours", "da_ours", "cos_masked", "cos_ours", "cos_reference"]
     for key, title in (("by_skin", "skin tone (ITA°)"), ("by_gender", "gender"), ("by_race", "UTKFace race label"),
                        ("by_age", "age"), ("by_yaw", "yaw"), ("by_kind", "covering")):
         lines += [f"## By {title}", "", "| group | " + " | ".join(cols) + " |",

@@ -1,0 +1,165 @@
+"""The inpainter's skin-tone correction (models.colour): features, the Lab shift, numpy / torch parity,
+the fit, and the shipped coefficients on a face with a known true lower face."""
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.colour import (FEATURES, RING_PX, ColourCorrection, bgr_to_lab, colour_path, file_sha256,
+                           lab_features, lab_from_bgr_torch)
+from training.fit_colour import fit_ridge
+
+SIZE = 128
+
+
+def _lab_to_bgr(lab) -> np.ndarray:
+    px = cv2.cvtColor(np.array([[lab]], np.float32), cv2.COLOR_Lab2BGR)[0, 0] * 255
+    return np.clip(px + 0.5, 0, 255).astype(np.uint8)
+
+
+def _hole(size=SIZE) -> np.ndarray:
+    hole = np.zeros((size, size), np.float32)
+    cv2.ellipse(hole, (size // 2, int(size * 0.62)), (40, 30), 0, 0, 360, 1.0, -1)
+    return hole
+
+
+def _picker(feature: str, sign: float = 1.0) -> np.ndarray:
+    """Weights whose shift is sign * (that feature) - mean_generated: "make the hole that colour"."""
+    w = np.zeros((len(FEATURES) * 3 + 1, 3))
+    for c in range(3):
+        w[FEATURES.index(feature) * 3 + c, c] = sign
+        w[FEATURES.index("mean_generated") * 3 + c, c] = -1.0
+    return w
+
+
+def test_the_hole_takes_the_colour_the_weights_predict_from_the_skin_around_it():
+    skin, fill = (62.0, 14.0, 20.0), (70.0, 19.0, 12.0)    # a fill lighter, pinker, less yellow than the skin
+    window = np.full((1, SIZE, SIZE, 3), _lab_to_bgr(skin), np.uint8)
+    window[0, :10] = (30, 200, 30)                         # far from the hole: not in the 6 px ring
+    hole = _hole()[None]
+    generated = window.copy()
+    generated[0][hole[0] > 0.5] = _lab_to_bgr(fill)
+    out = ColourCorrection(_picker("mean_ring6"), {}).correct(window, hole, generated)
+    got = bgr_to_lab(out)[0][hole[0] > 0.5].mean(0)
+    want = bgr_to_lab(window)[0][hole[0] > 0.5].mean(0)     # the skin's colour, as uint8 pixels hold it
+    assert np.abs(got - want).max() < 0.6
+    # Every pixel outside the hole is the generated window's, bit for bit.
+    assert np.array_equal(out[0][hole[0] <= 0.5], generated[0][hole[0] <= 0.5])
+
+
+def test_features_are_the_region_statistics_they_are_named_after():
+    rng = np.random.default_rng(1)
+    lab = rng.normal((60, 10, 15), 3, (1, SIZE, SIZE, 3)).astype(np.float32)
+    hole = _hole()[None] > 0.5
+    f = lab_features(lab, lab, hole)[0].reshape(-1, 3)
+    ring6 = (cv2.dilate(hole[0].astype(np.uint8), np.ones((13, 13), np.uint8)) > 0) & ~hole[0]
+    assert np.allclose(f[FEATURES.index("mean_ring6")], lab[0][ring6].mean(0), atol=1e-4)
+    values = np.sort(lab[0][ring6], axis=0)
+    assert np.allclose(f[FEATURES.index("median_ring6")], values[(len(values) - 1) // 2])
+    assert np.allclose(f[FEATURES.index("mean_generated")], lab[0][hole[0]].mean(0), atol=1e-4)
+    top = np.zeros_like(hole[0])
+    top[: SIZE // 3] = True
+    assert np.allclose(f[FEATURES.index("mean_top_third")], lab[0][top & ~hole[0]].mean(0), atol=1e-4)
+
+
+def test_a_face_without_visible_skin_or_without_a_hole_is_left_alone():
+    window = np.full((2, SIZE, SIZE, 3), 128, np.uint8)
+    holes = np.stack([np.ones((SIZE, SIZE), np.float32), np.zeros((SIZE, SIZE), np.float32)])
+    generated = np.full_like(window, 90)
+    w = np.zeros((len(FEATURES) * 3 + 1, 3))
+    w[-1] = (10.0, 5.0, -5.0)                  # a bias: any face with features would be shifted
+    assert np.array_equal(ColourCorrection(w, {}).correct(window, holes, generated), generated)
+
+
+def _natural_windows(n=3, seed=0):
+    """Smooth skin-like windows with texture, holes of different shapes, and a fill unlike the skin."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    windows, holes, generated = [], [], []
+    for i in range(n):
+        base = rng.uniform(60, 200, 3)
+        img = base + 40 * yy[..., None] * rng.uniform(-1, 1, 3) + rng.normal(0, 6, (SIZE, SIZE, 3))
+        windows.append(np.clip(img, 0, 255).astype(np.uint8))
+        h = np.zeros((SIZE, SIZE), np.float32)
+        cv2.ellipse(h, (64 + 8 * i, 80), (30 + 10 * i, 25 + 5 * i), 10 * i, 0, 360, 1.0, -1)
+        holes.append(h)
+        g = windows[-1].copy()
+        g[h > 0.5] = np.clip(base[::-1] + rng.normal(0, 5, (int((h > 0.5).sum()), 3)), 0, 255)
+        generated.append(g)
+    return np.stack(windows), np.stack(holes), np.stack(generated)
+
+
+def test_the_torch_path_corrects_as_the_numpy_path(one_torch_thread):
+    windows, holes, generated = _natural_windows()
+    correction = ColourCorrection.for_inpainter("inpainter_fast")
+    assert correction is not None
+    want = correction.correct(windows, holes, generated).astype(np.float32)
+    t = lambda a: torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2)
+    got = correction.correct_torch(t(windows), torch.from_numpy(holes)[:, None], t(generated))
+    got = got.permute(0, 2, 3, 1).numpy()
+    diff = np.abs(got - want)
+    assert np.abs(want - generated).max() > 3       # the correction did move these fills
+    assert diff.max() <= 2.5 and diff.mean() < 0.6
+    outside = holes <= 0.5
+    assert np.array_equal(got[outside], generated[outside].astype(np.float32))
+
+
+def test_the_torch_lab_is_opencvs():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+    got = lab_from_bgr_torch(torch.from_numpy(x).permute(0, 3, 1, 2).double()).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got - bgr_to_lab(x)).max() < 0.4
+
+
+def test_the_fit_recovers_a_known_linear_relation():
+    rng = np.random.default_rng(3)
+    X = rng.normal(50, 10, (3000, 6))
+    W = rng.normal(0, 0.5, (7, 3))
+    Y = np.hstack([X, np.ones((3000, 1))]) @ W + rng.normal(0, 0.05, (3000, 3))
+    assert np.abs(fit_ridge(X, Y, lam=1.0) - W).max() < 0.02
+
+
+def test_the_shipped_correction_was_fitted_on_the_shipped_inpainter():
+    path = colour_path("inpainter_fast")
+    spec = json.loads(path.read_text())
+    assert spec["inpainter_sha256"] == file_sha256(path.with_name("inpainter_fast.onnx"))
+    assert tuple(spec["features"]) == FEATURES and tuple(spec["ring_px"]) == RING_PX
+    assert spec["fitted"]["split"] == "train"
+    # It made the held-out real faces' colour better in every skin-tone bin it measured.
+    real = spec["measured"]["real"]
+    for b, de in real["corrected"]["by_ita"].items():
+        assert de < real["uncorrected"]["by_ita"][b], b
+
+
+def test_a_correction_fitted_on_another_inpainter_is_not_applied(tmp_path, caplog):
+    shipped = colour_path("inpainter_fast")
+    (tmp_path / "inpainter_fast.onnx").write_bytes(b"a retrained inpainter")
+    (tmp_path / "inpainter_fast_colour.json").write_text(shipped.read_text())
+    with caplog.at_level(logging.WARNING):
+        assert ColourCorrection.for_inpainter(tmp_path / "inpainter_fast.onnx") is None
+    assert "fitted on another" in caplog.text
+    assert ColourCorrection.for_inpainter(tmp_path / "inpainter_absent.onnx") is None
+
+
+def test_the_shipped_correction_brings_the_astronauts_redrawn_skin_closer_to_hers():
+    """End to end on a face whose true lower face is known (the product's window, hole and fill):
+    the mean colour of the redrawn covering against her own skin there, in CIEDE2000."""
+    from skimage.color import deltaE_ciede2000
+    from stream import Unmasker
+    from tests.faces import astronaut, masked_astronaut
+    from training.metrics import mean_lab
+
+    img, gt = masked_astronaut()
+    truth = mean_lab(astronaut(), gt > 0)
+    with Unmasker() as u:
+        reconstructor = u.compositor.reconstructor
+        assert reconstructor.colour is not None            # the product corrects by default
+        corrected = deltaE_ciede2000(mean_lab(u.process(img).image, gt > 0), truth)
+        reconstructor.colour = None
+        uncorrected = deltaE_ciede2000(mean_lab(u.process(img).image, gt > 0), truth)
+    assert corrected < uncorrected - 0.5, (corrected, uncorrected)
