@@ -279,13 +279,15 @@ class StreamUnmasker(Unmasker):
     the shared batcher. `close()` leaves the batcher (the stream ended)."""
 
     def __init__(self, batcher: SharedBatcher, preset: str = "fast", **kwargs):
+        from models.colour import ColourCorrection
         from models.spec import INPAINTER_PRESETS
         self.batcher = batcher
         self.client = batcher.register()
         # The CPU stages, with their two runners served by the SharedBatcher (which owns and closes them).
         analyser = ModelAnalyser(BatchedRunner(batcher, self.client, "analyser"))
         reconstructor = GenerativeReconstructor(BatchedRunner(batcher, self.client, f"inpainter_{preset}"),
-                                                INPAINTER_PRESETS[preset]["size"])
+                                                INPAINTER_PRESETS[preset]["size"],
+                                                ColourCorrection.for_inpainter(f"inpainter_{preset}"))
         super().__init__(preset=preset, analyser=analyser, compositor=CpuCompositor(reconstructor), **kwargs)
 
     def finish_frame(self, frame):

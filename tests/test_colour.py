@@ -53,18 +53,24 @@ def test_the_hole_takes_the_colour_the_weights_predict_from_the_skin_around_it()
 
 
 def test_features_are_the_region_statistics_they_are_named_after():
+    """Rings by square dilation at the window's resolution; statistics on the sampled grid [::2, ::2]."""
     rng = np.random.default_rng(1)
     lab = rng.normal((60, 10, 15), 3, (1, SIZE, SIZE, 3)).astype(np.float32)
     hole = _hole()[None] > 0.5
     f = lab_features(lab, lab, hole)[0].reshape(-1, 3)
-    ring6 = (cv2.dilate(hole[0].astype(np.uint8), np.ones((13, 13), np.uint8)) > 0) & ~hole[0]
+    grid = np.zeros_like(hole[0])
+    grid[::2, ::2] = True
+    ring6 = (cv2.dilate(hole[0].astype(np.uint8), np.ones((13, 13), np.uint8)) > 0) & ~hole[0] & grid
     assert np.allclose(f[FEATURES.index("mean_ring6")], lab[0][ring6].mean(0), atol=1e-4)
     values = np.sort(lab[0][ring6], axis=0)
     assert np.allclose(f[FEATURES.index("median_ring6")], values[(len(values) - 1) // 2])
-    assert np.allclose(f[FEATURES.index("mean_generated")], lab[0][hole[0]].mean(0), atol=1e-4)
+    assert np.allclose(f[FEATURES.index("mean_generated")], lab[0][hole[0] & grid].mean(0), atol=1e-4)
     top = np.zeros_like(hole[0])
     top[: SIZE // 3] = True
-    assert np.allclose(f[FEATURES.index("mean_top_third")], lab[0][top & ~hole[0]].mean(0), atol=1e-4)
+    assert np.allclose(f[FEATURES.index("mean_top_third")], lab[0][top & ~hole[0] & grid].mean(0), atol=1e-4)
+    # The sampled statistics are those of all pixels within noise (what makes a quarter enough).
+    full_ring6 = (cv2.dilate(hole[0].astype(np.uint8), np.ones((13, 13), np.uint8)) > 0) & ~hole[0]
+    assert np.abs(f[FEATURES.index("mean_ring6")] - lab[0][full_ring6].mean(0)).max() < 0.3
 
 
 def test_a_face_without_visible_skin_or_without_a_hole_is_left_alone():
@@ -109,6 +115,21 @@ def test_the_torch_path_corrects_as_the_numpy_path(one_torch_thread):
     assert np.array_equal(got[outside], generated[outside].astype(np.float32))
 
 
+def test_a_hole_of_one_odd_row_is_corrected_from_its_own_pixels_on_both_paths(one_torch_thread):
+    """No pixel of a 1-px sliver on an odd row lies on the sampled grid: both paths use all of it."""
+    windows, _, _ = _natural_windows(1)
+    hole = np.zeros((1, SIZE, SIZE), np.float32)
+    hole[0, 81, 30:90] = 1.0
+    generated = windows.copy()
+    generated[0, 81, 30:90] = (40, 60, 200)
+    w = _picker("mean_ring3")
+    want = ColourCorrection(w, {}).correct(windows, hole, generated)
+    assert np.abs(want[0, 81, 30:90].astype(int) - windows[0, 80, 30:90].astype(int)).mean() < 25  # recoloured
+    t = lambda a: torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2)
+    got = ColourCorrection(w, {}).correct_torch(t(windows), torch.from_numpy(hole)[:, None], t(generated))
+    assert np.abs(got.permute(0, 2, 3, 1).numpy() - want).max() <= 2.5
+
+
 def test_the_torch_lab_is_opencvs():
     rng = np.random.default_rng(2)
     x = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
@@ -128,6 +149,7 @@ def test_the_shipped_correction_was_fitted_on_the_shipped_inpainter():
     path = colour_path("inpainter_fast")
     spec = json.loads(path.read_text())
     assert spec["inpainter_sha256"] == file_sha256(path.with_name("inpainter_fast.onnx"))
+    assert spec["state_dict_sha256"] == file_sha256(path.with_name("inpainter_fast.pt"))
     assert tuple(spec["features"]) == FEATURES and tuple(spec["ring_px"]) == RING_PX
     assert spec["fitted"]["split"] == "train"
     # It made the held-out real faces' colour better in every skin-tone bin it measured.
@@ -142,7 +164,13 @@ def test_a_correction_fitted_on_another_inpainter_is_not_applied(tmp_path, caplo
     (tmp_path / "inpainter_fast_colour.json").write_text(shipped.read_text())
     with caplog.at_level(logging.WARNING):
         assert ColourCorrection.for_inpainter(tmp_path / "inpainter_fast.onnx") is None
-    assert "fitted on another" in caplog.text
+    assert "fitted on another inpainter_fast.onnx" in caplog.text
+    # A folder with the torch state dict only (the GPU path's) is checked on the .pt.
+    (tmp_path / "inpainter_fast.onnx").unlink()
+    (tmp_path / "inpainter_fast.pt").write_bytes(b"retrained weights")
+    assert ColourCorrection.for_inpainter(tmp_path / "inpainter_fast.onnx") is None
+    (tmp_path / "inpainter_fast.pt").write_bytes(shipped.with_name("inpainter_fast.pt").read_bytes())
+    assert ColourCorrection.for_inpainter(tmp_path / "inpainter_fast.onnx") is not None
     assert ColourCorrection.for_inpainter(tmp_path / "inpainter_absent.onnx") is None
 
 

@@ -47,7 +47,8 @@ def _load_error(path, name) -> str | None:
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
-    """analyser.pt and inpainter_fast.pt only (no .onnx): a snapshot of the shipped weights. A
+    """analyser.pt and inpainter_fast.pt (and its colour correction) only, no .onnx: a snapshot of the
+    shipped weights. A
     shipped .pt that is missing or does not load fails the suite (never replaced by random
     weights: that would hide a broken release)."""
     from engines.base import WEIGHTS_DIR
@@ -58,6 +59,7 @@ def weights_dir(tmp_path_factory):
         shutil.copyfile(shipped, folder / f"{name}.pt")
         error = _load_error(folder / f"{name}.pt", name)
         assert error is None, f"the shipped {shipped} does not load: {error}"
+    shutil.copyfile(WEIGHTS_DIR / "inpainter_fast_colour.json", folder / "inpainter_fast_colour.json")
     return folder
 
 
@@ -92,7 +94,7 @@ def reference(cpu_gpu_unmasker):
     gpu = cpu_gpu_unmasker.gpu
     analyser = ModelAnalyser(_ModuleRunner(gpu.analyser, ["image"], ["mask_logits", "gender_logit", "landmarks"]))
     inpainter = _ModuleRunner(gpu.inpainter, ["image", "hole", "landmark_map", "gender"], ["output"])
-    compositor = CpuCompositor(GenerativeReconstructor(inpainter, gpu.window_size))
+    compositor = CpuCompositor(GenerativeReconstructor(inpainter, gpu.window_size, gpu.colour))
     with Unmasker(analyser=analyser, compositor=compositor, frame_holes=False) as um:   # the hole the GPU path blends
         yield um
 
@@ -262,6 +264,7 @@ def test_inpaint_and_blend_matches_the_numpy_path_for_the_same_jobs(cpu_gpu_unma
     jobs[2] = InpaintJob(jobs[2].alignment, jobs[1].mask, jobs[2].landmarks_crop, 0.8)   # a3: a1's covering shape
     ref, _ = reference.compositor.inpaint_and_blend(img, jobs)
     gpu = cpu_gpu_unmasker.gpu
+    assert gpu.colour is not None            # both paths correct the fill's colour (models.colour)
     frame = gpu.upload(img)
     out = gpu.download(gpu.inpaint_and_blend(frame, jobs))
     np.testing.assert_array_equal(gpu.download(frame), img)                    # not in place by default

@@ -1,15 +1,16 @@
 """Fit the inpainter's skin-tone correction (models.colour) on the training split.
 
-    python -m training.fit_colour [--faces 4000] [--preset fast] [--check real]
+    python -m training.fit_colour [--faces 12000] [--preset fast] [--check real] [--weights runs/candidates]
 
 Every face of an evenly spaced subset of the training split is covered synthetically and
 reconstructed exactly as `training.evaluate_real` does (the analyser's gender guiding the
 inpainter), then a ridge regression learns, from the visible skin around the hole
 (models.colour.FEATURES), how far the generated hole's mean Lab colour is from the true one.
 The held-out `--check` split is only measured, never fitted. Writes
-models/weights/inpainter_<preset>_colour.json: the weights, the features they belong to, the
-inpainter checkpoint's sha256 (a retrained inpainter is not corrected with stale weights) and
-the fit's figures.
+inpainter_<preset>_colour.json beside the inpainter (models/weights, or a candidate's `--weights`
+folder: fit a retrained inpainter before comparing it with the shipped one): the weights, the
+features they belong to, the inpainter checkpoint's sha256 (a retrained inpainter is not
+corrected with stale weights) and the fit's figures.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import argparse
 import datetime
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from models.colour import FEATURES, RING_PX, ColourCorrection, bgr_to_lab, colour_path, file_sha256, lab_features
+from models.colour import FEATURES, RING_PX, SAMPLE_STRIDE, ColourCorrection, bgr_to_lab, colour_path, file_sha256, lab_features
 from models.spec import WEIGHTS_DIR
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.evaluate import Models
@@ -94,20 +96,27 @@ def measure(correction: ColourCorrection | None, data: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Fit the inpainter's colour correction on the training split.")
-    ap.add_argument("--faces", type=int, default=4000, help="training faces to fit on (evenly spaced)")
+    ap.add_argument("--faces", type=int, default=12000, help="training faces to fit on (evenly spaced)")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--check", default="real", help="held-out split measured (never fitted); '' for none")
-    ap.add_argument("--cache", default=CACHE)
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--weights", type=Path, default=None,
+                    help="a folder with a candidate inpainter_<preset>.onnx (default: the shipped one)")
     args = ap.parse_args(argv)
-    models = Models(preset=args.preset, colour=False)
+    onnx = (args.weights or WEIGHTS_DIR) / f"inpainter_{args.preset}.onnx"
+    if not onnx.exists():
+        print(f"fit_colour: no {onnx}", file=sys.stderr)
+        return 2
+    models = Models(preset=args.preset, weights=args.weights, colour=False)
     train = collect(models, "train", args.faces, args.preset, args.cache)
     W = fit_ridge(train["X"], train["true_cv"] - train["gen_cv"])
-    onnx = WEIGHTS_DIR / f"inpainter_{args.preset}.onnx"
     spec = {
         "what": "Lab shift of the generated hole = [features, 1] @ weights (models.colour)",
-        "features": list(FEATURES), "ring_px": list(RING_PX),
+        "features": list(FEATURES), "ring_px": list(RING_PX), "sample_stride": SAMPLE_STRIDE,
         "inpainter": onnx.name, "inpainter_sha256": file_sha256(onnx),
-        "fitted": {"command": f"python -m training.fit_colour --faces {args.faces} --preset {args.preset}",
+        "state_dict_sha256": file_sha256(onnx.with_suffix(".pt")) if onnx.with_suffix(".pt").exists() else None,
+        "fitted": {"command": f"python -m training.fit_colour --faces {args.faces} --preset {args.preset}"
+                              + (f" --weights {args.weights}" if args.weights else ""),
                    "split": "train", "faces": int(len(train["X"])), "ridge": RIDGE,
                    "date": datetime.date.today().isoformat()},
     }
