@@ -40,6 +40,14 @@ MIN_REGION_PX = 10      # a ring with fewer sampled pixels (a hole reaching the 
 SAMPLE_STRIDE = 2       # statistics on pixels [::2, ::2]
 
 
+# The own-face path's render (stream.reference) gets its own fit (`training.fit_colour --path own-face`):
+# the relighting there already matches the hole's border, so its shift ramps in over RAMP_PX from the
+# border (no new step there) and is stronger inside to move the hole's mean as much.
+REFERENCE_COLOUR_PATH = WEIGHTS_DIR / "reference_colour.json"
+RAMP_PX = 4
+MIN_RAMP_MEAN = 0.3      # a thin hole (mostly ramp) is not pushed more than 1 / 0.3 x inside
+
+
 def colour_path(inpainter: str | Path) -> Path:
     """Where an inpainter's fitted correction lives: beside its .onnx, `<name>_colour.json`."""
     p = Path(inpainter)
@@ -160,6 +168,32 @@ class ColourCorrection:
             if f is not None:
                 out[i] = np.append(f, 1.0) @ self.weights
         return out
+
+    @classmethod
+    def for_reference(cls, path: Path = REFERENCE_COLOUR_PATH) -> "ColourCorrection | None":
+        """The own-face render's correction, or None when none is shipped."""
+        return cls.load(path) if Path(path).exists() else None
+
+    def shift(self, window: np.ndarray, hole: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """(3,) Lab shift for one face: (S, S, 3) uint8 window and fill, (S, S) bool hole."""
+        window_lab = bgr_to_lab(np.ascontiguousarray(window[:: SAMPLE_STRIDE, :: SAMPLE_STRIDE]))
+        return self.shifts([face_features(window_lab, hole, bgr_to_lab(fill[hole][:, None])[:, 0])])[0]
+
+    @staticmethod
+    def ramped_offset(fill: np.ndarray, hole: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """(S, S, 3) float32 BGR offset moving the fill's mean Lab colour by `shift`: 0 outside the
+        hole, 1 / RAMP_PX of its full strength on the hole's outermost pixels, full from RAMP_PX px
+        inward; scaled so that its mean over the hole is the shift's BGR equivalent at the fill's mean
+        colour."""
+        out = np.zeros(fill.shape, np.float32)
+        if not hole.any() or not np.any(shift):
+            return out
+        mean_lab = bgr_to_lab(fill[hole][:, None])[:, 0].mean(0)
+        ends = np.stack([mean_lab, mean_lab + shift]).astype(np.float32)[:, None]
+        bgr = cv2.cvtColor(ends, cv2.COLOR_Lab2BGR)[:, 0] * 255.0
+        ramp = np.clip(cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 3) / RAMP_PX, 0, 1)
+        ramp /= max(float(ramp[hole].mean()), MIN_RAMP_MEAN)
+        return (ramp[..., None] * (bgr[1] - bgr[0])).astype(np.float32)
 
     def correct(self, windows: np.ndarray, holes: np.ndarray, generated: np.ndarray) -> np.ndarray:
         """Colour-corrected copies of the (N, S, S, 3) uint8 generated windows: every pixel of the

@@ -191,3 +191,55 @@ def test_the_shipped_correction_brings_the_astronauts_redrawn_skin_closer_to_her
         reconstructor.colour = None
         uncorrected = deltaE_ciede2000(mean_lab(u.process(img).image, gt > 0), truth)
     assert corrected < uncorrected - 0.5, (corrected, uncorrected)
+
+
+# -- the own-face render's correction (stream.reference) ---------------------------------------------
+
+def test_the_ramped_offset_moves_the_holes_mean_by_the_shift_and_leaves_its_border_alone():
+    fill_lab, shift = np.array([55.0, 12.0, 18.0]), np.array([3.0, -2.0, 1.5])
+    hole = _hole() > 0.5
+    fill = np.full((SIZE, SIZE, 3), _lab_to_bgr(fill_lab), np.uint8)
+    out = np.clip(fill + ColourCorrection.ramped_offset(fill, hole, shift) + 0.5, 0, 255).astype(np.uint8)
+    moved = bgr_to_lab(out)[hole].mean(0) - bgr_to_lab(fill)[hole].mean(0)
+    # A BGR offset (linear in BGR, not in Lab, stronger inside than at the ramp): within 0.75 of a
+    # 3-unit shift; training.fit_colour measures the correction applied this way.
+    assert np.abs(moved - shift).max() < 0.75
+    # Outside the hole nothing moves; on its outermost pixels a quarter of what moves inside (the
+    # relighting matched that border).
+    edge = hole & ~cv2.erode(hole.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    core = cv2.erode(hole.astype(np.uint8), np.ones((21, 21), np.uint8)).astype(bool)
+    assert np.array_equal(out[~hole], fill[~hole])
+    at_edge = np.abs(out[edge].astype(int) - fill[edge].astype(int)).max()
+    inside = np.abs(out[core].astype(int) - fill[core].astype(int)).max()
+    assert inside >= 4 and at_edge <= 0.35 * inside + 1
+
+
+def test_the_shipped_own_face_correction_was_fitted_on_the_training_split_and_helped_held_out_faces():
+    from models.colour import REFERENCE_COLOUR_PATH
+    spec = json.loads(REFERENCE_COLOUR_PATH.read_text())
+    assert spec["fitted"]["split"] == "train" and "--path own-face" in spec["fitted"]["command"]
+    assert ColourCorrection.for_reference() is not None
+    real = spec["measured"]["real"]
+    assert real["corrected"]["mean"] < real["uncorrected"]["mean"] - 0.3
+
+
+def test_the_own_face_render_is_recoloured_inside_the_hole_only():
+    """The astronaut's own photo as her reference, over her masked photo's window."""
+    from stream.alignment import align_face, load_canonical_shape, transform_points
+    from stream.reconstruct import frame_to_window
+    from stream.reference import ReferenceFace
+    from tests.faces import astronaut, astronaut_landmarks, masked_astronaut
+    img, gt = masked_astronaut()
+    lm = astronaut_landmarks()
+    m = frame_to_window(align_face(lm, load_canonical_shape()), SIZE)
+    window = cv2.warpAffine(img, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    hole = (cv2.warpAffine(gt, m, (SIZE, SIZE)) > 127).astype(np.float32)
+    renders = []
+    for on in (False, True):
+        ref = ReferenceFace(astronaut(), lm)
+        ref.correct_colour = on
+        renders.append(ref.render(transform_points(lm, m), window, hole, window.copy())[0])
+    off, on = renders
+    inside = hole > 0.5
+    assert np.array_equal(off[~inside], on[~inside])
+    assert np.abs(off[inside].astype(int) - on[inside].astype(int)).max() >= 1   # it did act

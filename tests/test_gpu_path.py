@@ -489,13 +489,14 @@ def test_the_gpu_path_draws_the_own_face_like_the_cpu_path(weights_dir, device):
     inside = gt > 0
     truth = astronaut()
     err = lambda out: float(np.abs(out.astype(int) - truth.astype(int))[inside].mean())
-    # Her own lower face on both paths (measured: GPU path 18.7, CPU path 18.0 levels from the truth,
-    # the generative path 22.2): the device path's hole is the window's, the CPU path's the frame's.
+    # Her own lower face on both paths (measured: GPU path 18.9, CPU path 18.2 levels from the truth,
+    # the generative path 20.9 since its colour correction, 22.2 before): the device path's hole is
+    # the window's, the CPU path's the frame's.
     with GpuUnmasker(device=device, weights_dir=weights_dir, tracker="mediapipe") as plain:
         generative = plain.process(img)
     print(f"\nmean |output - truth| in the covering: own face GPU path {err(got.image):.1f}, CPU path "
           f"{err(ref.image):.1f}, generative {err(generative.image):.1f}")
-    assert err(got.image) < err(generative.image) - 2.0
+    assert err(got.image) < err(generative.image) - 1.0
     assert abs(err(got.image) - err(ref.image)) < 3.0
 
 

@@ -149,7 +149,7 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
     return summarise(rows)
 
 
-def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i):
+def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i, correct_colour: bool = True):
     """The own-face path with another photo of the same face as the reference.
 
     No public same-person set with masked and unmasked photos is here, so the reference
@@ -169,6 +169,7 @@ def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i):
         ref = ReferenceFace.from_image(other, mesh=mesh)
     except ValueError:
         return fallback
+    ref.correct_colour = correct_colour
     return own_face_window(ref, lm, analyser_lm, sample, fallback)
 
 

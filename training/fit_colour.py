@@ -1,6 +1,7 @@
 """Fit the inpainter's skin-tone correction (models.colour) on the training split.
 
     python -m training.fit_colour [--faces 12000] [--preset fast] [--check real] [--weights runs/candidates]
+    python -m training.fit_colour --path own-face [--faces 3000]
 
 Every face of an evenly spaced subset of the training split is covered synthetically and
 reconstructed exactly as `training.evaluate_real` does (the analyser's gender guiding the
@@ -11,6 +12,11 @@ inpainter_<preset>_colour.json beside the inpainter (models/weights, or a candid
 folder: fit a retrained inpainter before comparing it with the shipped one): the weights, the
 features they belong to, the inpainter checkpoint's sha256 (a retrained inpainter is not
 corrected with stale weights) and the fit's figures.
+
+`--path own-face` fits the own-face render's correction (models/weights/reference_colour.json) the
+same way, on renders of each training face from its own photo mirrored, turned and relit
+(`training.evaluate_real._reference_render`, over the product's corrected generative fill), and
+measures it applied as the product applies it there (ramped in from the hole's border).
 """
 from __future__ import annotations
 
@@ -22,33 +28,42 @@ from pathlib import Path
 
 import numpy as np
 
-from models.colour import FEATURES, RING_PX, SAMPLE_STRIDE, ColourCorrection, bgr_to_lab, colour_path, file_sha256, lab_features
+from models.colour import (FEATURES, REFERENCE_COLOUR_PATH, RING_PX, SAMPLE_STRIDE, ColourCorrection,
+                           bgr_to_lab, colour_path, file_sha256, lab_features)
 from models.spec import WEIGHTS_DIR
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.evaluate import Models
-from training.evaluate_real import _subset, ita_bin, ita_degrees, reconstruct
+from training.evaluate_real import _reference_render, _subset, ita_bin, ita_degrees, reconstruct
 from training.metrics import mean_lab
 
 RIDGE = 10.0     # on features of tens of Lab units; the bias is not penalised
 BATCH = 32
 
 
-def collect(models: Models, split: str, n: int, preset: str, cache=CACHE):
+def collect(models: Models, split: str, n: int, preset: str, cache=CACHE, own_face: bool = False):
     """(features (M, F), true hole mean Lab (M, 3), generated hole mean Lab (M, 3),
-    the uncorrected outputs' CIEDE2000 inputs, ITA bins) for the usable faces of `split`."""
+    the uncorrected outputs' CIEDE2000 inputs, ITA bins) for the usable faces of `split`; with
+    `own_face`, of the own-face render (uncorrected) instead of the generative fill."""
     faces = FaceCache(split, cache)
     if not len(faces):
         raise SystemExit(f"fit_colour: the {split!r} split of {cache} is empty (prepare the data first)")
     idx = np.linspace(0, len(faces) - 1, min(n, len(faces))).round().astype(int)
     faces = _subset(faces, idx)
     maker = SampleMaker(faces, train=False)
+    mesh = None
+    if own_face:
+        import mediapipe as mp
+        mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, min_detection_confidence=0.3)
     X, true_cv, gen_cv, true_sk, windows_all, holes_all, gens_all, bins = [], [], [], [], [], [], [], []
     for start in range(0, len(faces), BATCH):
         ids = list(range(start, min(start + BATCH, len(faces))))
-        _, _, _, _, samples, outs = reconstruct(models, maker, ids, preset)
+        _, _, _, analyser_lms, samples, outs = reconstruct(models, maker, ids, preset)
         windows = np.stack([s["image"] for s in samples])
         holes = np.stack([s["hole"] for s in samples]) > 0.5
         targets = np.stack([s["target"] for s in samples])
+        if own_face:
+            outs = [_reference_render(faces.images[i], faces.landmarks[i], a_lm, s, o, mesh, i, correct_colour=False)
+                    for i, s, o, a_lm in zip(ids, samples, outs, analyser_lms)]
         outs = np.stack(outs)
         feats = lab_features(bgr_to_lab(windows), bgr_to_lab(outs), holes)
         tgt_lab = bgr_to_lab(targets)
@@ -75,7 +90,7 @@ def fit_ridge(X: np.ndarray, Y: np.ndarray, lam: float = RIDGE) -> np.ndarray:
     return np.linalg.solve(A.T @ A + reg, A.T @ Y)
 
 
-def measure(correction: ColourCorrection | None, data: dict) -> dict:
+def measure(correction: ColourCorrection | None, data: dict, own_face: bool = False) -> dict:
     """Mean CIEDE2000 (skimage, as training.evaluate_real) of the hole's mean colour, uncorrected and
     corrected the way the product corrects (per-pixel Lab shift of the uint8 window), per ITA bin."""
     from skimage.color import deltaE_ciede2000
@@ -86,8 +101,13 @@ def measure(correction: ColourCorrection | None, data: dict) -> dict:
 
     res = {"n": int(len(data["X"]))}
     before = per_face(data["generated"])
-    after = per_face(correction.correct(data["windows"], data["holes"].astype(np.float32), data["generated"])) \
-        if correction is not None else before
+    if correction is None:
+        after = before
+    elif own_face:     # as stream.reference applies it: ramped in from the hole's border
+        after = per_face([np.clip(g + correction.ramped_offset(g, h, correction.shift(w, h, g)) + 0.5, 0, 255)
+                          .astype(np.uint8) for w, h, g in zip(data["windows"], data["holes"], data["generated"])])
+    else:
+        after = per_face(correction.correct(data["windows"], data["holes"].astype(np.float32), data["generated"]))
     for name, de in (("uncorrected", before), ("corrected", after)):
         res[name] = {"mean": round(float(de.mean()), 3),
                      "by_ita": {b: round(float(de[data["bins"] == b].mean()), 3) for b in sorted(set(data["bins"]))}}
@@ -102,29 +122,41 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--weights", type=Path, default=None,
                     help="a folder with a candidate inpainter_<preset>.onnx (default: the shipped one)")
+    ap.add_argument("--path", choices=["generative", "own-face"], default="generative",
+                    help="the generative fill's correction (default) or the own-face render's")
+    ap.add_argument("--check-faces", type=int, default=0,
+                    help="faces of the --check split measured (default: all; own-face: 700)")
     args = ap.parse_args(argv)
+    own_face = args.path == "own-face"
     onnx = (args.weights or WEIGHTS_DIR) / f"inpainter_{args.preset}.onnx"
     if not onnx.exists():
         print(f"fit_colour: no {onnx}", file=sys.stderr)
         return 2
-    models = Models(preset=args.preset, weights=args.weights, colour=False)
-    train = collect(models, "train", args.faces, args.preset, args.cache)
+    # The own-face render falls back on the product's (corrected) generative fill.
+    models = Models(preset=args.preset, weights=args.weights, colour=own_face)
+    train = collect(models, "train", args.faces, args.preset, args.cache, own_face)
     W = fit_ridge(train["X"], train["true_cv"] - train["gen_cv"])
+    command = (f"python -m training.fit_colour --faces {args.faces} --preset {args.preset}"
+               + (f" --weights {args.weights}" if args.weights else "") + (" --path own-face" if own_face else ""))
     spec = {
-        "what": "Lab shift of the generated hole = [features, 1] @ weights (models.colour)",
+        "what": ("Lab shift of the own-face render's hole (stream.reference), ramped in from the border "
+                 "(models.colour.ColourCorrection.ramped_offset)" if own_face else
+                 "Lab shift of the generated hole = [features, 1] @ weights (models.colour)"),
         "features": list(FEATURES), "ring_px": list(RING_PX), "sample_stride": SAMPLE_STRIDE,
         "inpainter": onnx.name, "inpainter_sha256": file_sha256(onnx),
         "state_dict_sha256": file_sha256(onnx.with_suffix(".pt")) if onnx.with_suffix(".pt").exists() else None,
-        "fitted": {"command": f"python -m training.fit_colour --faces {args.faces} --preset {args.preset}"
-                              + (f" --weights {args.weights}" if args.weights else ""),
-                   "split": "train", "faces": int(len(train["X"])), "ridge": RIDGE,
+        "fitted": {"command": command, "split": "train", "faces": int(len(train["X"])), "ridge": RIDGE,
                    "date": datetime.date.today().isoformat()},
     }
     correction = ColourCorrection(W, spec)
-    spec["measured"] = {"train": measure(correction, train)}
+    spec["measured"] = {"train": measure(correction, train, own_face)}
     if args.check:
-        spec["measured"][args.check] = measure(correction, collect(models, args.check, 10 ** 9, args.preset, args.cache))
-    out = colour_path(onnx)
+        n = args.check_faces or (700 if own_face else 10 ** 9)
+        spec["measured"][args.check] = measure(
+            correction, collect(models, args.check, n, args.preset, args.cache, own_face), own_face)
+    out = REFERENCE_COLOUR_PATH if own_face and not args.weights else colour_path(onnx)
+    if own_face and args.weights:
+        out = args.weights / REFERENCE_COLOUR_PATH.name
     out.write_text(json.dumps({**spec, "weights": np.round(W, 7).tolist()}, indent=1) + "\n")
     print(json.dumps(spec["measured"], indent=1))
     print(f"fit_colour: wrote {out}")
