@@ -102,7 +102,7 @@ def face_features(window_lab: np.ndarray, hole: np.ndarray, fill_lab: np.ndarray
     feats += _mean_and_lower_median(px)
     feats += _mean_and_lower_median(top_px if top_px.shape[1] >= MIN_REGION_PX else px)
     on_grid = np.zeros_like(hole)
-    on_grid[:: SAMPLE_STRIDE, :: SAMPLE_STRIDE] = True
+    _sampled(on_grid)[:] = True
     fill = fill_lab[on_grid[hole]]
     feats += _mean_and_lower_median(np.ascontiguousarray((fill if len(fill) else fill_lab).T))
     return np.concatenate(feats)
@@ -176,8 +176,14 @@ class ColourCorrection:
 
     def shift(self, window: np.ndarray, hole: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """(3,) Lab shift for one face: (S, S, 3) uint8 window and fill, (S, S) bool hole."""
-        window_lab = bgr_to_lab(np.ascontiguousarray(window[:: SAMPLE_STRIDE, :: SAMPLE_STRIDE]))
-        return self.shifts([face_features(window_lab, hole, bgr_to_lab(fill[hole][:, None])[:, 0])])[0]
+        return self._shift_and_fill_lab(window, hole, fill)[0]
+
+    def _shift_and_fill_lab(self, window: np.ndarray, hole: np.ndarray, fill: np.ndarray):
+        """The shift and the fill's (n, 3) Lab on the hole's pixels (converted there only: float Lab
+        is the costly step)."""
+        fill_lab = bgr_to_lab(fill[hole][:, None])[:, 0]
+        window_lab = bgr_to_lab(np.ascontiguousarray(_sampled(window)))
+        return self.shifts([face_features(window_lab, hole, fill_lab)])[0], fill_lab
 
     @staticmethod
     def ramped_offset(fill: np.ndarray, hole: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -199,14 +205,11 @@ class ColourCorrection:
         """Colour-corrected copies of the (N, S, S, 3) uint8 generated windows: every pixel of the
         (N, S, S) hole (> 0.5) shifted in Lab; the others unchanged."""
         inside = holes > 0.5
-        windows_lab = bgr_to_lab(np.ascontiguousarray(windows[:, :: SAMPLE_STRIDE, :: SAMPLE_STRIDE]))
         out = generated.copy()
         for i in range(len(generated)):
             if not inside[i].any():
                 continue
-            # The fill is converted on its hole's pixels only (float Lab is the costly step).
-            fill = bgr_to_lab(generated[i][inside[i]][:, None])[:, 0]
-            shift = self.shifts([face_features(windows_lab[i], inside[i], fill)])[0]
+            shift, fill = self._shift_and_fill_lab(windows[i], inside[i], generated[i])
             if not shift.any():
                 continue
             bgr = cv2.cvtColor((fill + shift.astype(np.float32))[:, None], cv2.COLOR_Lab2BGR)[:, 0] * 255.0

@@ -71,9 +71,11 @@ class Models:
             "landmark_map": np.stack(maps)[:, None].astype(np.float32),
             "gender": np.asarray(genders, np.float32)})
         out = np.clip(r["output"].transpose(0, 2, 3, 1) * 255 + 0.5, 0, 255).astype(np.uint8)
-        if colour and self.colour is not None:
-            out = self.colour.correct(np.stack(images), np.stack(holes), out)
-        return out
+        return self.correct(images, holes, out) if colour else out
+
+    def correct(self, images, holes, outs):
+        """The inpainter's outputs through its colour correction (unchanged without one)."""
+        return outs if self.colour is None else self.colour.correct(np.stack(images), np.stack(holes), np.stack(outs))
 
 
 def _mesh():

@@ -112,11 +112,9 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
     rows, grid = [], []
     for start in range(0, len(faces), 32):
         idx = list(range(start, min(start + 32, len(faces))))
-        a_samples, probs, genders, a_lms, samples, outs = reconstruct(models, maker, idx, preset)
-        # The same fills without the colour correction (models.colour), for its effect.
-        raws = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples],
-                              [draw_landmark_map(s["landmarks"], s["image"].shape[0]) for s in samples],
-                              [float(g) for g in genders], colour=False)
+        # The fills before and after the colour correction (models.colour), for its effect.
+        a_samples, probs, genders, a_lms, samples, raws = reconstruct(models, maker, idx, preset, colour=False)
+        outs = models.correct([s["image"] for s in samples], [s["hole"] for s in samples], raws)
         for i, a, p, g, s, o, raw, a_lm in zip(idx, a_samples, probs, genders, samples, outs, raws, a_lms):
             crop, lm = faces.images[i], faces.landmarks[i]
             hole = s["hole"] > 0.5
@@ -173,11 +171,12 @@ def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i, correct_
     return own_face_window(ref, lm, analyser_lm, sample, fallback)
 
 
-def reconstruct(models, maker: SampleMaker, idx: list[int], preset: str = "fast"):
+def reconstruct(models, maker: SampleMaker, idx: list[int], preset: str = "fast", colour: bool = True):
     """One batch of faces covered synthetically (a fixed kind per index) and reconstructed.
 
     Returns (analyser samples, covering probabilities, genders, analyser landmarks,
-    inpainter samples, generative outputs), as the product would make them.
+    inpainter samples, generative outputs), as the product would make them (`colour` False:
+    the outputs before the inpainter's colour correction).
     """
     size = INPAINTER_PRESETS[preset]["size"]
     kinds = [KINDS[i % len(KINDS)] for i in idx]
@@ -187,7 +186,7 @@ def reconstruct(models, maker: SampleMaker, idx: list[int], preset: str = "fast"
     maps = [draw_landmark_map(s["landmarks"], size) for s in samples]
     # The inpainter is guided by the analyser's gender, as in the product.
     outs = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples], maps,
-                          [float(g) for g in genders])
+                          [float(g) for g in genders], colour=colour)
     return a_samples, probs, genders, a_lms, samples, outs
 
 
