@@ -17,6 +17,9 @@ import numpy as np
 # -- files ------------------------------------------------------------------------------------------
 MODELS_DIR = Path(__file__).resolve().parent
 WEIGHTS_DIR = MODELS_DIR / "weights"                        # <name>.onnx, <name>.pt, <name>.json
+# Intel's face-reidentification-retail-0095 (Apache-2.0; not trained here): stream.identity runs it,
+# models.gender reads its embeddings.
+FACE_EMBEDDING = WEIGHTS_DIR / "face_embedding.onnx"
 CANONICAL_FACE_PATH = MODELS_DIR / "canonical_face_256.npy"  # the mean 468-point face, canonical px
 
 CANONICAL_SIZE = 256

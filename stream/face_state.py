@@ -48,7 +48,9 @@ class TrackState:
         self.landmarks = LandmarkSmoother(min_cutoff, beta)
         self.analyser_landmarks = LandmarkSmoother(min_cutoff, beta)
         self.mask = MaskSmoother(alpha=mask_alpha)
-        self.gender: float | None = None
+        self.gender: float | None = None          # the analyser's P(female), smoothed
+        self.gender_looks: list[float] = []       # the gender probe's logits (models.gender), one per look
+        self.last_gender_look_s: float | None = None
         self.matrix: np.ndarray | None = None
         self.coverage: float | None = None      # running covered share of the crop
         self.masked = False
@@ -59,8 +61,8 @@ class TrackState:
 
     def follow(self, patch: np.ndarray) -> bool:
         """Take this frame's upper-face patch; at a cut (CUT_CHANGE) the covering's and the landmarks'
-        filters start again, as for a new face (the gender and an enrolled view stay with the track).
-        Returns whether it was a cut."""
+        filters start again, as for a new face (the analyser's gender and an enrolled view stay with the
+        track; the gender probe looks again, as the face may be someone else's). Returns whether it was a cut."""
         cut = self.upper_face is not None and float(np.abs(patch - self.upper_face).mean()) > CUT_CHANGE
         self.upper_face = patch
         if cut:
@@ -70,6 +72,8 @@ class TrackState:
             self.mask.reset()
             self.matrix = self.coverage = None
             self.masked = False
+            self.gender_looks.clear()
+            self.last_gender_look_s = None
         return cut
 
 
@@ -130,14 +134,23 @@ def decide_landmarks(state: TrackState | None, analysis: FaceAnalysis, face: Fac
     return lm, source
 
 
-def decide_gender(state: TrackState | None, analysis: FaceAnalysis, learned: bool) -> tuple[float, str, float]:
-    """(P(female) the inpainter is given, label, probability of the label)."""
+def decide_gender(state: TrackState | None, analysis: FaceAnalysis, learned: bool, probe=None,
+                  probe_logit: float | None = None) -> tuple[float, str, float]:
+    """(P(female) the inpainter is given, label, probability of the label).
+
+    The analyser's P(female) (smoothed over a track's frames), fused with the gender probe's logit
+    (`probe`: models.gender.GenderProbe) when the probe has looked at the face: the mean of the
+    track's looks in video, `probe_logit` for a still.
+    """
     p = analysis.gender_female
     if not learned:
         return p, "unknown", 0.0
     if state is not None:
         state.gender = p if state.gender is None else (1 - GENDER_EMA) * state.gender + GENDER_EMA * p
         p = state.gender
+        probe_logit = float(np.mean(state.gender_looks)) if state.gender_looks else None
+    if probe is not None and probe_logit is not None:
+        p = float(probe.fuse(probe_logit, p))
     return p, ("female" if p >= 0.5 else "male"), (p if p >= 0.5 else 1 - p)
 
 

@@ -1,14 +1,15 @@
-"""Who is who: a face embedding to give each of several reference photos to the right masked face.
+"""A face embedding: who is who among several reference photos, and the gender probe's input.
 
 `FaceEmbedder` runs Intel's face-reidentification-retail-0095 (Open Model Zoo, Apache-2.0; a
 MobileNetV2 giving a 256-d embedding; `models/weights/face_embedding.onnx`, licence beside it) on a
-face aligned by five mesh points to the ArcFace template. It is the product's only use of the
-network: deciding which reference belongs to which face (`stream.unmasker.Unmasker`, several
-references). No model is trained with it; `training.evaluate_real` also judges identity with it.
+face aligned by five mesh points to the ArcFace template. The product uses it to decide which
+reference belongs to which face (`stream.unmasker.Unmasker`, several references) and to read a
+masked face's gender (`models.gender`, a probe fitted on its output). The network is never trained
+here; `training.evaluate_real` also judges identity with it.
 
 Measured on the network (../shared/weights/SOURCES.md): the same person in other photos, cosine
 0.93-0.98; different people, mean 0.007, max 0.10; the lower half of the face painted over, 0.60.
-About 28 ms a face on 2 cores, so the stream runs it once per track, not per frame.
+About 11 ms a face on one thread, so the stream runs it a few times per track, not per frame.
 """
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import WEIGHTS_DIR
+from models.spec import FACE_EMBEDDING
 
-FACE_EMBEDDING = Path(WEIGHTS_DIR) / "face_embedding.onnx"
 # ArcFace's five-point template (112 px), scaled to the network's 128 px input.
 ARCFACE_5 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                       [41.5493, 92.3655], [70.7299, 92.2041]], np.float32) * (128 / 112)

@@ -55,7 +55,13 @@ ENROL_CARRY_S = 5.0
 PERSON_MIN_COSINE = 0.3
 PERSON_MARGIN = 0.1
 PERSON_TRIES = 10          # video: a track is compared at most this many times: on its first frame, then
-ASSIGN_EVERY = 3           # every this many frames, one track a frame (an embedding costs ~28 ms on 2 cores)
+ASSIGN_EVERY = 3           # every this many frames, one track a frame (an embedding costs ~11 ms on one thread)
+# The gender probe (models.gender) reads the face embedding of each masked face: a still's faces once
+# each; in video a masked track GENDER_LOOKS times, GENDER_LOOK_EVERY_S apart, at most one look a frame
+# (the track looked at least first), and the mean of its looks is kept. After its first seconds a track
+# costs nothing more; until its first look, the analyser's gender is used alone.
+GENDER_LOOKS = 3
+GENDER_LOOK_EVERY_S = 1.0
 
 
 def _warm_up_own_face() -> None:
@@ -117,6 +123,7 @@ class _FaceWork:
     input: FaceInput
     state: TrackState | None
     analysis: FaceAnalysis | None = None
+    embedding: np.ndarray | None = None     # the face embedding (stream.identity), when a step needed it
 
 
 def models_available(preset: str = "fast") -> bool:
@@ -159,7 +166,8 @@ class Unmasker:
                  mode: str = "auto", *, analyser: Analyser | None = None, compositor: Compositor | None = None,
                  make_tracker: Callable[[RunningMode], Tracker] | None = None,
                  frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None,
-                 refine_edges: bool = True, frame_holes: bool | None = None, reference_px: int | None = None):
+                 refine_edges: bool = True, frame_holes: bool | None = None, reference_px: int | None = None,
+                 gender_probe: bool = True):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if (analyser is None) != (compositor is None):
@@ -169,6 +177,12 @@ class Unmasker:
                 method = "model" if models_available(preset) else "classical"
             analyser, compositor = cpu_stages(method, backend, device, threads, preset, dilate_px, feather_px)
         self.analyser, self.compositor = analyser, compositor
+        # Gender from the face embedding too (models.gender), for the learned analyser only: the
+        # classical path draws no gender. None when the probe is off, missing or stale.
+        self.gender_probe = None
+        if gender_probe and analyser.learned:
+            from models.gender import GenderProbe
+            self.gender_probe = GenderProbe.shipped()
         if reference_px is not None:
             if reference_px < 1:
                 raise ValueError(f"reference_px must be positive, got {reference_px}")
@@ -234,15 +248,12 @@ class Unmasker:
         """
         if not getattr(self.compositor, "renders_references", False):
             raise ValueError("this compositor cannot draw references")
-        from stream.identity import FaceEmbedder
-        if self._embedder is None:
-            self._embedder = FaceEmbedder()
         people = []
         for photo in photos:
             ref = photo if isinstance(photo, ReferenceFace) else ReferenceFace.from_image(photo)
             if ref.image is None:
                 raise ValueError("a reference given to set_references needs its photo (not an enrolled view)")
-            people.append((ref, self._embedder(ref.image, ref.landmarks)))
+            people.append((ref, self._face_embedder()(ref.image, ref.landmarks)))
         self._people = people
         _warm_up_own_face()
         self._person_of.clear()
@@ -284,7 +295,7 @@ class Unmasker:
             for w in new + again:
                 track_id = w.tracked.track_id
                 self._person_tries[track_id] = self._person_tries.get(track_id, 0) + 1
-                person = self._best_person(ctx.image, w.tracked.landmarks, taken)
+                person = self._best_person(self._embedding(ctx, w), taken)
                 if person is not None:
                     self._person_of[track_id] = person
                     taken.add(person)
@@ -292,7 +303,7 @@ class Unmasker:
         out, taken = {}, set()
         scored = []
         for w in work:
-            cos = self._person_cosines(ctx.image, w.tracked.landmarks)
+            cos = self._person_cosines(self._embedding(ctx, w))
             scored += [(c, w.tracked.track_id, i, cos) for i, c in enumerate(cos)]
         for c, track_id, i, cos in sorted(scored, key=lambda x: -x[0]):
             if track_id in out or i in taken or not is_person(cos, i):
@@ -301,12 +312,40 @@ class Unmasker:
             taken.add(i)
         return out
 
-    def _person_cosines(self, image, landmarks) -> np.ndarray:
-        e = self._embedder(image, landmarks)
-        return np.array([float(e @ emb) for _, emb in self._people])
+    def _face_embedder(self):
+        if self._embedder is None:
+            from stream.identity import FaceEmbedder
+            self._embedder = FaceEmbedder()
+        return self._embedder
 
-    def _best_person(self, image, landmarks, taken: set) -> int | None:
-        cos = self._person_cosines(image, landmarks)
+    def _embedding(self, ctx: FrameContext, w: _FaceWork) -> np.ndarray:
+        """The face's embedding in this frame, computed once for all the steps that need it (~11 ms):
+        aligned by the tracker's landmarks, or by the analyser-refined ones of a face the mesh missed."""
+        if w.embedding is None:
+            landmarks = w.input.landmarks if w.tracked.source == "detector" else w.tracked.landmarks
+            w.embedding = self._face_embedder()(ctx.image, landmarks)
+        return w.embedding
+
+    def _gender_looks(self, ctx: FrameContext, work: list[_FaceWork], covs) -> list[float | None]:
+        """The gender probe's looks this frame (see GENDER_LOOKS): a still's masked faces get their
+        probe logit (in the order of `work`); a video track's look is kept in its state."""
+        if self.gender_probe is None or not ctx.video:
+            return [float(self.gender_probe.logit(self._embedding(ctx, w))) if self.gender_probe and cov.masked
+                    else None for w, cov in zip(work, covs)]
+        masked = [w for w, cov in zip(work, covs) if cov.masked]
+        due = [w for w in masked if len(w.state.gender_looks) < GENDER_LOOKS and (
+            w.state.last_gender_look_s is None or ctx.timestamp_s - w.state.last_gender_look_s >= GENDER_LOOK_EVERY_S)]
+        if due:
+            w = min(due, key=lambda w: len(w.state.gender_looks))
+            w.state.gender_looks.append(float(self.gender_probe.logit(self._embedding(ctx, w))))
+            w.state.last_gender_look_s = ctx.timestamp_s
+        return [None] * len(work)
+
+    def _person_cosines(self, embedding: np.ndarray) -> np.ndarray:
+        return np.array([float(embedding @ emb) for _, emb in self._people])
+
+    def _best_person(self, embedding: np.ndarray, taken: set) -> int | None:
+        cos = self._person_cosines(embedding)
         best = int(np.argmax(cos))
         return best if best not in taken and is_person(cos, best) else None
 
@@ -512,11 +551,12 @@ class Unmasker:
         if self.enrol == "auto" and ctx.video:
             self._carry_lone_enrolment(work, ctx.timestamp_s)
         people = self._assign_people(ctx, work)
-        for w in work:
-            cov = decide_covering(w.state, w.analysis, w.input, self.smoothing)
+        covs = [decide_covering(w.state, w.analysis, w.input, self.smoothing) for w in work]
+        looks = self._gender_looks(ctx, work, covs)
+        for w, cov, look in zip(work, covs, looks):
             lm, source = decide_landmarks(w.state, w.analysis, w.input, w.tracked.source, cov.coverage, learned,
                                           self.smoothing, ctx.timestamp_s)
-            gender_p, gender, gender_score = decide_gender(w.state, w.analysis, learned)
+            gender_p, gender, gender_score = decide_gender(w.state, w.analysis, learned, self.gender_probe, look)
             hole = None
             if cov.masked and self.frame_holes:
                 # The eyes are protected where the tracker sees them in this frame (unsmoothed: no lag).

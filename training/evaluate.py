@@ -48,16 +48,36 @@ def yaw_bin(y: float) -> str:
 
 
 class Models:
-    def __init__(self, backend="onnxruntime", preset="fast", weights: Path | None = None, colour: bool = True):
+    def __init__(self, backend="onnxruntime", preset="fast", weights: Path | None = None, colour: bool = True,
+                 gender_probe: bool = True):
         """The shipped models, or the candidates in `weights` (a folder of .onnx files). The inpainter's
         output goes through its fitted colour correction (models.colour) as in the product, unless
-        `colour` is False (what training.fit_colour fits on)."""
+        `colour` is False (what training.fit_colour fits on); the gender is fused with the gender probe
+        (models.gender) as in the product, unless `gender_probe` is False or there is none."""
         from engines import create_runner
         from models.colour import ColourCorrection
+        from models.gender import GENDER_PROBE_PATH, GenderProbe
         pick = lambda name: (weights / f"{name}.onnx") if weights and (weights / f"{name}.onnx").exists() else name
         self.analyser = create_runner(pick("analyser"), backend=backend)
         self.inpainter = create_runner(pick(f"inpainter_{preset}"), backend=backend)
         self.colour = ColourCorrection.for_inpainter(pick(f"inpainter_{preset}")) if colour else None
+        probe = weights / GENDER_PROBE_PATH.name if weights and (weights / GENDER_PROBE_PATH.name).exists() \
+            else GENDER_PROBE_PATH
+        self.gender_probe = GenderProbe.shipped(probe) if gender_probe else None
+        self._embedder = None
+
+    def fused_gender(self, p_analyser, covered_crops, landmarks) -> np.ndarray:
+        """P(female) as the product decides a still's: the analyser's, fused with the probe's logit on
+        the embedding of each covered face (full-resolution crops, aligned by `landmarks` in their
+        pixels: the analyser's estimate). The analyser's alone without a probe."""
+        p_analyser = np.asarray(p_analyser, np.float64)
+        if self.gender_probe is None:
+            return p_analyser
+        if self._embedder is None:
+            from stream.identity import FaceEmbedder
+            self._embedder = FaceEmbedder(threads=2)
+        emb = np.stack([self._embedder(c, lm) for c, lm in zip(covered_crops, landmarks)])
+        return self.gender_probe.fuse(self.gender_probe.logit(emb), p_analyser)
 
     def analyse(self, images: list[np.ndarray]):
         x = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255

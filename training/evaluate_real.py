@@ -14,7 +14,8 @@ through every template kind) at the evaluation seed, so the truth under it is kn
 Everything is reported overall and by skin tone (ITA° of the visible forehead and
 upper cheeks, Chardon's six bins), gender, UTKFace race label, age group and yaw:
 
-* gender: balanced accuracy of the analyser on the masked face (adults);
+* gender: balanced accuracy on the masked face (adults) of the product's rule (the analyser fused
+  with the gender probe on the face embedding, models.gender) and of the analyser alone;
 * covering: IoU of the analyser's segmentation with the pasted covering;
 * reconstruction given the true hole: hole PSNR of the inpainter as the product runs it
   (its fill's colour corrected from the skin around the hole, `models.colour`, fitted on
@@ -113,9 +114,10 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
     for start in range(0, len(faces), 32):
         idx = list(range(start, min(start + 32, len(faces))))
         # The fills before and after the colour correction (models.colour), for its effect.
-        a_samples, probs, genders, a_lms, samples, raws = reconstruct(models, maker, idx, preset, colour=False)
+        a_samples, probs, genders, a_lms, samples, raws, g_analyser = reconstruct(models, maker, idx, preset, colour=False)
         outs = models.correct([s["image"] for s in samples], [s["hole"] for s in samples], raws)
-        for i, a, p, g, s, o, raw, a_lm in zip(idx, a_samples, probs, genders, samples, outs, raws, a_lms):
+        for i, a, p, g, g_a, s, o, raw, a_lm in zip(idx, a_samples, probs, genders, g_analyser, samples, outs, raws,
+                                                    a_lms):
             crop, lm = faces.images[i], faces.landmarks[i]
             hole = s["hole"] > 0.5
             telea = cv2.inpaint(s["image"], hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
@@ -126,7 +128,8 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
             row = dict(key=str(faces.keys[i]), kind=s["kind"], gender=int(faces.gender[i]),
                        age=int(faces.age[i]), race=RACES.get(race_of.get(str(faces.keys[i]), -1), "?"),
                        ita=ita, skin=ita_bin(ita), yaw=_yaw_bin(s["yaw"]),
-                       iou=iou_dice(p, a["mask"])[0], pred_gender=int(g > 0.5), p_female=float(g))
+                       iou=iou_dice(p, a["mask"])[0], pred_gender=int(g > 0.5), p_female=float(g),
+                       pred_gender_analyser=int(g_a > 0.5))
             for name, img in (("ours", o), ("uncorrected", raw), ("reference", own), ("telea", telea),
                               ("masked", s["image"])):
                 if name != "masked":
@@ -175,19 +178,26 @@ def reconstruct(models, maker: SampleMaker, idx: list[int], preset: str = "fast"
     """One batch of faces covered synthetically (a fixed kind per index) and reconstructed.
 
     Returns (analyser samples, covering probabilities, genders, analyser landmarks,
-    inpainter samples, generative outputs), as the product would make them (`colour` False:
-    the outputs before the inpainter's colour correction).
+    inpainter samples, generative outputs, the analyser's own genders), as the product would make
+    them (`colour` False: the outputs before the inpainter's colour correction; genders: fused with
+    the gender probe when there is one).
     """
     size = INPAINTER_PRESETS[preset]["size"]
     kinds = [KINDS[i % len(KINDS)] for i in idx]
     a_samples = [maker.analyser_sample(i, 0, kind=k) for i, k in zip(idx, kinds)]
     probs, genders, a_lms = models.analyse([s["image"] for s in a_samples])
+    # The gender probe sees the covered face at full resolution (the same covering kind and seed),
+    # aligned by the analyser's landmarks, as in the product (training.fit_gender embeds the same way).
+    covered = [maker.synth(maker.faces.images[i], maker.faces.landmarks[i], maker._rng(i, 0), kind=k)[0]
+               for i, k in zip(idx, kinds)] if models.gender_probe is not None else []
+    genders_analyser = genders
+    genders = models.fused_gender(genders, covered, a_lms * CANONICAL_SIZE)
     samples = [maker.inpainter_sample(i, 0, preset, kind=k) for i, k in zip(idx, kinds)]
     maps = [draw_landmark_map(s["landmarks"], size) for s in samples]
-    # The inpainter is guided by the analyser's gender, as in the product.
+    # The inpainter is guided by the decided gender (fused with the probe), as in the product.
     outs = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples], maps,
                           [float(g) for g in genders], colour=colour)
-    return a_samples, probs, genders, a_lms, samples, outs
+    return a_samples, probs, genders, a_lms, samples, outs, genders_analyser
 
 
 def own_face_window(ref, lm: np.ndarray, analyser_lm: np.ndarray, sample: dict, fallback: np.ndarray):
@@ -215,9 +225,14 @@ def _group_stats(rows: list[dict]) -> dict:
     res = {"n": len(rows), "n_adult": len(adults),
            "gender_bacc_adult": balanced_accuracy([r["gender"] for r in adults],
                                                   [r["pred_gender"] for r in adults]) if adults else float("nan")}
+    res["gender_bacc_adult_analyser"] = balanced_accuracy([r["gender"] for r in adults],
+                                                          [r["pred_gender_analyser"] for r in adults]) \
+        if adults else float("nan")
     for g, name in ((1, "women"), (0, "men")):
         sel = [r for r in adults if r["gender"] == g]
         res[f"gender_acc_{name}"] = float(np.mean([r["pred_gender"] == g for r in sel])) if sel else float("nan")
+        res[f"gender_acc_{name}_analyser"] = float(np.mean([r["pred_gender_analyser"] == g for r in sel])) \
+            if sel else float("nan")
     for k in ["iou", "psnr_ours", "psnr_uncorrected", "psnr_telea", "psnr_reference", "de_ours",
               "de_uncorrected", "de_telea", "de_reference", "dL_ours", "da_ours", "db_ours", "dL_uncorrected",
               "da_uncorrected", "db_uncorrected", "cos_masked", "cos_ours", "cos_uncorrected", "cos_telea",
@@ -250,7 +265,9 @@ def to_markdown(m: dict) -> str:
              f"{o['n']} faces ({o['n_adult']} adults), synthetic coverings of every template kind, truth known.", "",
              "| metric | value | target |", "|---|---|---|",
              f"| gender balanced accuracy, masked adults | {f(o['gender_bacc_adult'])} "
-             f"(women {f(o['gender_acc_women'])}, men {f(o['gender_acc_men'])}) | ≥ 0.95 |",
+             f"(women {f(o['gender_acc_women'])}, men {f(o['gender_acc_men'])}); the analyser alone "
+             f"{f(o['gender_bacc_adult_analyser'])} (women {f(o['gender_acc_women_analyser'])}, men "
+             f"{f(o['gender_acc_men_analyser'])}) | ≥ 0.95 |",
              f"| covering IoU | {f(o['iou'])} ({o['covering_total_failures']} below 0.1) | ≥ 0.95 |",
              f"| hole PSNR, ours / Telea (dB), true hole | {f(o['psnr_ours'], 2)} / {f(o['psnr_telea'], 2)} "
              f"(ours − Telea {f(o['psnr_ours'] - o['psnr_telea'], 2)}) | ≥ Telea + 5 |",
@@ -267,7 +284,7 @@ def to_markdown(m: dict) -> str:
              f"| own-face path (reference: the same person's photo, mirrored, turned, relit): identity cosine / "
              f"top-1 / hole PSNR / CIEDE2000 | {f(o['cos_reference'])} / {f(o['top1_reference'])} / "
              f"{f(o['psnr_reference'], 2)} / {f(o['de_reference'], 2)} | top-1 ≥ 0.60 |", ""]
-    cols = ["n", "gender_bacc_adult", "gender_acc_women", "gender_acc_men", "iou", "psnr_ours", "psnr_telea",
+    cols = ["n", "gender_bacc_adult", "gender_acc_women", "gender_acc_men", "gender_bacc_adult_analyser", "iou", "psnr_ours", "psnr_telea",
             "de_ours", "de_uncorrected", "de_telea", "dL_ours", "da_ours", "cos_masked", "cos_ours", "cos_reference"]
     for key, title in (("by_skin", "skin tone (ITA°)"), ("by_gender", "gender"), ("by_race", "UTKFace race label"),
                        ("by_age", "age"), ("by_yaw", "yaw"), ("by_kind", "covering")):
@@ -438,7 +455,7 @@ def same_person_identity(models, out: Path, limit: int = 0, preset: str = "fast"
     rows, grid = [], []
     for start in range(0, len(probes), 32):
         idx = probes[start:start + 32]
-        _, _, _, a_lms, samples, outs = reconstruct(models, maker, idx, preset)
+        _, _, _, a_lms, samples, outs, _ = reconstruct(models, maker, idx, preset)
         for i, s, o, a_lm in zip(idx, samples, outs, a_lms):
             crop, lm, person = faces.images[i], faces.landmarks[i], int(identity[i])
             own = own_face_window(refs[person], lm, a_lm, s, o)

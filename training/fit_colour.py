@@ -57,7 +57,7 @@ def collect(models: Models, split: str, n: int, preset: str, cache=CACHE, own_fa
     X, true_cv, gen_cv, true_sk, windows_all, holes_all, gens_all, bins = [], [], [], [], [], [], [], []
     for start in range(0, len(faces), BATCH):
         ids = list(range(start, min(start + BATCH, len(faces))))
-        _, _, _, analyser_lms, samples, outs = reconstruct(models, maker, ids, preset)
+        _, _, _, analyser_lms, samples, outs, _ = reconstruct(models, maker, ids, preset)
         windows = np.stack([s["image"] for s in samples])
         holes = np.stack([s["hole"] for s in samples]) > 0.5
         targets = np.stack([s["target"] for s in samples])
