@@ -144,3 +144,13 @@ def test_video_looks_at_a_masked_track_a_few_times_then_keeps_the_mean():
     p_female = float(um.gender_probe.fuse(mean_look, state.gender))
     assert face.gender_score == pytest.approx(max(p_female, 1 - p_female), abs=1e-6)
     assert face.gender == ("female" if p_female >= 0.5 else "male")
+
+
+def test_the_gender_judge_sees_the_landmarks_square_and_says_what_it_lacks(monkeypatch):
+    from training import gender_judge
+    lm = np.array([[10.0, 20.0], [50.0, 20.0], [30.0, 100.0]])
+    assert gender_judge.face_square(lm, 1.0) == (30.0, 60.0, 80.0)     # the taller side, centred
+    assert gender_judge.face_square(lm, 1.5)[2] == 120.0
+    monkeypatch.setattr(gender_judge, "JUDGE_XML", Path("/nonexistent/judge.xml"))
+    problem = gender_judge.missing()
+    assert problem is not None and ("openvino" in problem or "/nonexistent/judge.xml" in problem)

@@ -107,6 +107,11 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
     race_of = dict(zip(meta["keys"].tolist(), meta["race"].tolist())) if "race" in meta else {}
     maker = SampleMaker(faces, train=False)
     embed = Embedder()
+    from training import gender_judge
+    judge_problem = gender_judge.missing()
+    if judge_problem:
+        print(f"note: {judge_problem}: the drawn-gender columns are left empty", flush=True)
+    judge = None if judge_problem else gender_judge.GenderJudge()
     import mediapipe as mp
     mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
                                            min_detection_confidence=0.3)
@@ -138,10 +143,14 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
                     row[f"de_{name}"] = delta_e(lab, truth_lab)
                     row[f"dL_{name}"], row[f"da_{name}"], row[f"db_{name}"] = (lab - truth_lab).tolist()
                 full = paste_window(crop, img, s["matrix"], s["hole"])
+                if judge is not None and name in ("ours", "reference", "masked"):
+                    row[f"judge_{name}"] = judge(full, lm)
                 e = embed(full, lm)
                 row[f"cos_{name}"] = float(e @ e_true)
                 row[f"emb_{name}"] = e
             row["emb_true"] = e_true
+            if judge is not None:
+                row["judge_true"] = judge(crop, lm)
             rows.append(row)
             if len(grid) < 30 and i % max(1, len(faces) // 30) == 0:
                 grid.append(np.hstack([s["image"], o, own, telea, s["target"]]))
@@ -239,6 +248,11 @@ def _group_stats(rows: list[dict]) -> dict:
               "cos_reference"]:
         res[k] = float(np.mean([r[k] for r in rows]))
     res["covering_total_failures"] = int(sum(r["iou"] < 0.1 for r in rows))
+    # Drawn as the right gender: the independent judge (training.gender_judge) on each image, adults.
+    for name in ("true", "masked", "ours", "reference"):
+        judged = [r for r in adults if f"judge_{name}" in r]
+        res[f"drawn_gender_{name}"] = float(np.mean([(r[f"judge_{name}"] > 0.5) == (r["gender"] == 1)
+                                                     for r in judged])) if judged else float("nan")
     return res
 
 
@@ -268,6 +282,10 @@ def to_markdown(m: dict) -> str:
              f"(women {f(o['gender_acc_women'])}, men {f(o['gender_acc_men'])}); the analyser alone "
              f"{f(o['gender_bacc_adult_analyser'])} (women {f(o['gender_acc_women_analyser'])}, men "
              f"{f(o['gender_acc_men_analyser'])}) | ≥ 0.95 |",
+             f"| drawn as the right gender (adults; an independent judge, Intel's age-gender network, on the "
+             f"image): true face / masked input / ours / own-face path | {f(o['drawn_gender_true'])} / "
+             f"{f(o['drawn_gender_masked'])} / {f(o['drawn_gender_ours'])} / {f(o['drawn_gender_reference'])} "
+             f"| ours ≥ 0.95 |",
              f"| covering IoU | {f(o['iou'])} ({o['covering_total_failures']} below 0.1) | ≥ 0.95 |",
              f"| hole PSNR, ours / Telea (dB), true hole | {f(o['psnr_ours'], 2)} / {f(o['psnr_telea'], 2)} "
              f"(ours − Telea {f(o['psnr_ours'] - o['psnr_telea'], 2)}) | ≥ Telea + 5 |",
@@ -284,7 +302,8 @@ def to_markdown(m: dict) -> str:
              f"| own-face path (reference: the same person's photo, mirrored, turned, relit): identity cosine / "
              f"top-1 / hole PSNR / CIEDE2000 | {f(o['cos_reference'])} / {f(o['top1_reference'])} / "
              f"{f(o['psnr_reference'], 2)} / {f(o['de_reference'], 2)} | top-1 ≥ 0.60 |", ""]
-    cols = ["n", "gender_bacc_adult", "gender_acc_women", "gender_acc_men", "gender_bacc_adult_analyser", "iou", "psnr_ours", "psnr_telea",
+    cols = ["n", "gender_bacc_adult", "gender_acc_women", "gender_acc_men", "gender_bacc_adult_analyser", "drawn_gender_true",
+            "drawn_gender_ours", "iou", "psnr_ours", "psnr_telea",
             "de_ours", "de_uncorrected", "de_telea", "dL_ours", "da_ours", "cos_masked", "cos_ours", "cos_reference"]
     for key, title in (("by_skin", "skin tone (ITA°)"), ("by_gender", "gender"), ("by_race", "UTKFace race label"),
                        ("by_age", "age"), ("by_yaw", "yaw"), ("by_kind", "covering")):
