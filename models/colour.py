@@ -23,6 +23,7 @@ median, and Lab from the same sRGB / D65 formulas as OpenCV (parity tested).
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,14 @@ def colour_path(inpainter: str | Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256, hashed once per version of the file (every Unmasker checks its weights' ties:
+    many streams would otherwise hash the same megabytes again)."""
+    st = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
