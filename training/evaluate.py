@@ -58,6 +58,9 @@ class Models:
         from models.colour import ColourCorrection
         from models.gender import GENDER_PROBE_PATH, GenderProbe
         pick = lambda name: (weights / f"{name}.onnx") if weights and (weights / f"{name}.onnx").exists() else name
+        # The candidates' folder, if any: what runs through stream.Unmasker (the clip measures) cannot
+        # take it, so those measures are left out rather than reported for the shipped weights.
+        self.candidates = weights
         self.analyser = create_runner(pick("analyser"), backend=backend)
         self.inpainter = create_runner(pick(f"inpainter_{preset}"), backend=backend)
         self.colour = ColourCorrection.for_inpainter(pick(f"inpainter_{preset}")) if colour else None
@@ -418,6 +421,10 @@ def main(argv=None) -> int:
         if given and not args.real:
             print(f"error: {flag} is part of the real-world evaluation: add --real", file=sys.stderr)
             return 2
+    if args.clip_enrolment and args.weights:
+        print("error: --clip-enrolment runs the stream, which uses the shipped weights only: promote the "
+              "candidates first, or leave out --weights", file=sys.stderr)
+        return 2
     if args.clip_enrolment:
         from training.evaluate_real import ENROL_CLIP, clip_enrolment
         clip = ENROL_CLIP if args.clip_enrolment is True else args.clip_enrolment
