@@ -377,7 +377,7 @@ def run(models, out: Path, limit: int = 0, preset: str = "fast") -> dict:
     metrics = {"split": "real", **evaluate_real(models, out, limit, preset)}
     # The clip runs through stream.Unmasker, which loads the shipped weights: for candidates it would
     # report the shipped inpainter's figures under their name.
-    metrics["clip_enrolment"] = clip_enrolment() if not getattr(models, "candidates", None) else {
+    metrics["clip_enrolment"] = clip_enrolment() if not models.candidates else {
         "clip": ENROL_CLIP.name, "n_masked_frames": 0,
         "note": "not measured for candidates (--weights): the stream runs the shipped weights"}
     (out / "metrics_real.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
