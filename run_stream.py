@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: best available)")
     m.add_argument("--threads", type=positive_int, help="CPU threads per model (ONNX Runtime)")
     m.add_argument("--preset", choices=["fast", "hq"], default="fast", help="inpainter preset")
+    m.add_argument("--weights", type=Path, metavar="DIR",
+                   help="run the candidate networks in this folder (python -m training.train --export-dir) "
+                        "instead of the shipped ones; what it lacks is the shipped file (one source only)")
     m.add_argument("--tracker", choices=["auto", "mediapipe", "torch"], default="auto",
                    help="face tracking: mediapipe's graphs on the CPU, or the same networks run by "
                         "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
@@ -188,7 +191,11 @@ def run(args) -> int:
     from stream.errors import ModelError, SinkError, redact_url
     from stream.factory import choose_path, create_unmasker
     from stream.multistream import STREAM_LIST_SUFFIX, expand_sources
+    if args.weights is not None and not args.weights.is_dir():
+        raise ModelError(f"--weights {args.weights} is not a folder")
     if len(args.source) > 1 or args.source[0].endswith(STREAM_LIST_SUFFIX):
+        if args.weights is not None:
+            raise ModelError("--weights runs candidates on one source; several streams use the shipped weights")
         args.sources = expand_sources(args.source)
         from stream.multistream_cli import run_many
         return run_many(args)
@@ -202,7 +209,7 @@ def run(args) -> int:
     if args.stats_json and not args.stats_json.parent.exists():
         raise SinkError(f"cannot write {args.stats_json}: folder {args.stats_json.parent} does not exist")
     gpu_resident, method, _ = choose_path(args.method, args.backend, args.device, args.tracker,
-                                          args.preset)  # bad flags fail here
+                                          args.preset, args.weights)  # bad flags fail here
     own_face = {}
     if args.reference_px is not None:
         if not (args.reference or args.enrol != "off"):
@@ -243,7 +250,8 @@ def run(args) -> int:
         um = create_unmasker(method=method, backend=args.backend, device=args.device,
                              tracker=args.tracker, preset=args.preset, max_faces=args.max_faces,
                              smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta,
-                             threads=args.threads, defer_download=True, mode="video", **own_face)
+                             threads=args.threads, defer_download=True, mode="video",
+                             weights_dir=args.weights, **own_face)
         if args.backend == "triton":   # frames keep flowing (unreconstructed) while the server is away
             from stream.outage import PassThroughOnOutage
             um = PassThroughOnOutage(um)

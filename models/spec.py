@@ -22,6 +22,14 @@ WEIGHTS_DIR = MODELS_DIR / "weights"                        # <name>.onnx, <name
 FACE_EMBEDDING = WEIGHTS_DIR / "face_embedding.onnx"
 CANONICAL_FACE_PATH = MODELS_DIR / "canonical_face_256.npy"  # the mean 468-point face, canonical px
 
+
+def weights_file(filename: str, weights_dir: str | Path | None = None) -> Path:
+    """`filename` (e.g. "analyser.onnx") from `weights_dir` when that folder holds it, else the shipped
+    one in models/weights: a training candidates folder usually holds one retrained network only."""
+    if weights_dir is not None and (Path(weights_dir) / filename).exists():
+        return Path(weights_dir) / filename
+    return WEIGHTS_DIR / filename
+
 CANONICAL_SIZE = 256
 NUM_LANDMARKS = 468
 

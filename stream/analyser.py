@@ -11,10 +11,12 @@ The torch implementation of the same stage is `stream.gpu.TorchAnalyser`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, decode_analyser
+from models.spec import ANALYSER, CANONICAL_SIZE, decode_analyser, weights_file
 from stream.stages import FaceAnalysis, FaceInput
 
 # The lower-face region used by the classical baseline: nose bridge level,
@@ -35,11 +37,14 @@ class ModelAnalyser:
         self.input_size = ANALYSER["input_size"]
 
     @classmethod
-    def open(cls, backend: str = "auto", device: str | None = None, threads: int | None = None) -> "ModelAnalyser":
+    def open(cls, backend: str = "auto", device: str | None = None, threads: int | None = None,
+             weights_dir: str | Path | None = None) -> "ModelAnalyser":
+        """`weights_dir`: a folder holding `analyser.onnx` (a candidate's), default the shipped one."""
         from engines import create_runner   # engines sits below the stream; imported when a model is opened
 
+        model = weights_file("analyser.onnx", weights_dir)
         # precision "auto": fp16 engines on a GPU, fp32 on the CPU.
-        return cls(create_runner("analyser", backend=backend, device=device, threads=threads, precision="auto"))
+        return cls(create_runner(model, backend=backend, device=device, threads=threads, precision="auto"))
 
     def analyse(self, image: np.ndarray, faces: list[FaceInput]) -> list[FaceAnalysis]:
         if not faces:

@@ -16,7 +16,7 @@ from stream.errors import ModelError
 from stream.unmasker import Unmasker, models_available
 
 # Keyword arguments only the GPU path takes; dropped for the CPU one.
-GPU_ONLY = ("precision", "weights_dir", "cuda_graphs", "defer_download")
+GPU_ONLY = ("precision", "cuda_graphs", "defer_download")
 
 
 def _cuda_visible() -> bool:
@@ -27,13 +27,13 @@ def _cuda_visible() -> bool:
 
 
 def choose_path(method: str = "auto", backend: str = "auto", device: str | None = None, tracker: str = "auto",
-                preset: str = "fast") -> tuple[bool, str, str | None]:
+                preset: str = "fast", weights_dir=None) -> tuple[bool, str, str | None]:
     """(GPU-resident?, the method, the device) for these settings; ModelError / ValueError on settings
     that cannot go together. Cheap (loads nothing): the CLI checks its flags with it first."""
     if device == "auto":
         device = "cuda" if _cuda_visible() else None
     if method == "auto":
-        method = "model" if models_available(preset) else "classical"
+        method = "model" if models_available(preset, weights_dir) else "classical"
     gpu_resident = method == "model" and (device or "").startswith("cuda") and backend in ("auto", "torch")
     if tracker not in ("auto", "torch", "mediapipe"):
         raise ValueError(f"unknown tracker {tracker!r}: use 'auto', 'torch' or 'mediapipe'")
@@ -50,7 +50,7 @@ def create_unmasker(method: str = "auto", backend: str = "auto", device: str | N
     `tracker`: "auto" (torch on the GPU path, mediapipe elsewhere), "torch" (GPU path only) or
     "mediapipe". Other keyword arguments go to the chosen class (GPU-only ones are dropped for the CPU).
     """
-    gpu_resident, method, device = choose_path(method, backend, device, tracker, preset)
+    gpu_resident, method, device = choose_path(method, backend, device, tracker, preset, kwargs.get("weights_dir"))
     if gpu_resident:
         try:
             from stream.gpu import GpuUnmasker

@@ -638,4 +638,4 @@ class GpuUnmasker(Unmasker):
 
         super().__init__(analyser=TorchAnalyser(self.gpu, frames),
                          compositor=TorchCompositor(self.gpu, frames, defer_download),
-                         make_tracker=make_tracker, frames=frames, **kwargs)
+                         make_tracker=make_tracker, frames=frames, weights_dir=weights_dir, **kwargs)

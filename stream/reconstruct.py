@@ -14,11 +14,13 @@ A reconstructor that copies the person's own face from a reference photo plugs i
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from models.colour import ColourCorrection
-from models.spec import CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, window_matrix
+from models.spec import CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, weights_file, window_matrix
 from stream.alignment import Alignment, transform_points
 
 
@@ -34,12 +36,16 @@ class GenerativeReconstructor:
 
     @classmethod
     def open(cls, preset: str = "fast", backend: str = "auto", device: str | None = None,
-             threads: int | None = None, colour: bool = True) -> "GenerativeReconstructor":
+             threads: int | None = None, colour: bool = True,
+             weights_dir: str | Path | None = None) -> "GenerativeReconstructor":
+        """`weights_dir`: a folder holding `inpainter_<preset>.onnx` and its colour correction (a
+        candidate's), default the shipped ones."""
         from engines import create_runner   # engines sits below the stream; imported when a model is opened
 
         name = f"inpainter_{preset}"
-        runner = create_runner(name, backend=backend, device=device, threads=threads, precision="auto")
-        return cls(runner, INPAINTER_PRESETS[preset]["size"], ColourCorrection.for_inpainter(name) if colour else None)
+        model = weights_file(f"{name}.onnx", weights_dir)
+        runner = create_runner(model, backend=backend, device=device, threads=threads, precision="auto")
+        return cls(runner, INPAINTER_PRESETS[preset]["size"], ColourCorrection.for_inpainter(model) if colour else None)
 
     def inpaint(self, windows, holes, landmark_maps, genders):
         res = self.runner.run({

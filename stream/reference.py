@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.colour import REFERENCE_COLOUR_PATH
 from models.spec import CANONICAL_SIZE, window_matrix
 from stream.alignment import align_face, yaw_proxy
 
@@ -140,6 +141,7 @@ class ReferenceFace:
         self._fallback_field = self._fallback_fix = None   # the generative fill's border match (match_fallback_border)
         self._colour_shift = None  # the render's mean-colour correction (models.colour), Lab, carried in video
         self.correct_colour = True  # False: the render as relit only (what training.fit_colour fits on)
+        self.colour_path = REFERENCE_COLOUR_PATH   # that correction's fit (the Unmasker sets a candidate's)
 
     @classmethod
     def from_image(cls, image_or_path, mesh=None) -> "ReferenceFace":
@@ -289,7 +291,7 @@ class ReferenceFace:
         (benchmarks/reports/real/2026-12-03-real-same-person-own-face-colour). The offset
         joins the relighting's correction and the fill's fix, so it is carried over the unlit frames and
         drawn at the frame's resolution too. Returns (lit, correction, fallback_fix)."""
-        colour = _reference_colour() if self.correct_colour else None
+        colour = _reference_colour(self.colour_path) if self.correct_colour else None
         if colour is None:
             return lit, correction, fallback_fix
         inside = hole > 0.5
@@ -345,10 +347,10 @@ class ReferenceFace:
         return lit, correction
 
 
-@functools.lru_cache(maxsize=1)
-def _reference_colour():
+@functools.lru_cache(maxsize=4)
+def _reference_colour(path: Path):
     from models.colour import ColourCorrection
-    return ColourCorrection.for_reference()
+    return ColourCorrection.for_reference(path)
 
 
 def render_size(frame_to_window: np.ndarray, size: int, limit: int | None) -> int:

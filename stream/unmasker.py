@@ -28,7 +28,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from models.spec import HOLE_DILATE_PX, WEIGHTS_DIR
+from models.colour import REFERENCE_COLOUR_PATH
+from models.spec import HOLE_DILATE_PX, WEIGHTS_DIR, weights_file
 from stream.alignment import align_face, load_canonical_shape
 from stream.analyser import LowerFaceAnalyser, ModelAnalyser
 from stream.compositing import FEATHER_PX, CpuCompositor, mask_to_frame
@@ -126,20 +127,28 @@ class _FaceWork:
     embedding: np.ndarray | None = None     # the face embedding (stream.identity), when a step needed it
 
 
-def models_available(preset: str = "fast") -> bool:
-    return (WEIGHTS_DIR / "analyser.onnx").exists() and (WEIGHTS_DIR / f"inpainter_{preset}.onnx").exists()
+def models_available(preset: str = "fast", weights_dir: str | Path | None = None) -> bool:
+    return all(weights_file(f, weights_dir).exists() for f in ("analyser.onnx", f"inpainter_{preset}.onnx"))
 
 
 def cpu_stages(method: str, backend: str = "auto", device: str | None = None, threads: int | None = None,
                preset: str = "fast", dilate_px: int = HOLE_DILATE_PX,
-               feather_px: int = FEATHER_PX) -> tuple[Analyser, Compositor]:
-    """The analyser and compositor of the CPU (numpy / OpenCV) path for `method` "model" or "classical"."""
+               feather_px: int = FEATHER_PX, weights_dir: str | Path | None = None) -> tuple[Analyser, Compositor]:
+    """The analyser and compositor of the CPU (numpy / OpenCV) path for `method` "model" or "classical".
+
+    `weights_dir`: a folder with `analyser.onnx` and / or `inpainter_<preset>.onnx` (with its colour
+    correction) to run instead of the shipped ones, e.g. a training candidate before it is promoted;
+    a network it does not hold is the shipped one."""
     if method == "model":
-        if not models_available(preset):
+        names = ("analyser.onnx", f"inpainter_{preset}.onnx")
+        if weights_dir is not None and not any((Path(weights_dir) / n).exists() for n in names):
+            raise ModelError(f"the weights folder {weights_dir} holds neither {names[0]} nor {names[1]}")
+        if not models_available(preset, weights_dir):
             raise ModelError(f"the shipped models are missing from {WEIGHTS_DIR} "
                              f"(analyser.onnx, inpainter_{preset}.onnx); use --method classical")
-        analyser = ModelAnalyser.open(backend=backend, device=device, threads=threads)
-        reconstructor = GenerativeReconstructor.open(preset, backend=backend, device=device, threads=threads)
+        analyser = ModelAnalyser.open(backend=backend, device=device, threads=threads, weights_dir=weights_dir)
+        reconstructor = GenerativeReconstructor.open(preset, backend=backend, device=device, threads=threads,
+                                                     weights_dir=weights_dir)
     elif method == "classical":
         analyser, reconstructor = LowerFaceAnalyser(), TeleaReconstructor()
     else:
@@ -153,6 +162,9 @@ class Unmasker:
     `analyser`, `compositor` and `make_tracker` (RunningMode -> Tracker) replace the CPU stages
     (stream.gpu.GpuUnmasker passes its torch ones); `frames` is an optional per-frame store the
     stages share (the GPU path's device copy of the frame), released after every frame.
+    `weights_dir`: a folder of candidate weights (`training.train --export-dir`) to run instead of the
+    shipped ones, network by network (analyser, inpainter and its colour fit, the own-face colour fit,
+    the gender probe); what it does not hold is the shipped file.
     """
 
     # The hole at the frame's resolution with the eyes and brows cut out (stream.hole); the GPU path,
@@ -167,22 +179,26 @@ class Unmasker:
                  make_tracker: Callable[[RunningMode], Tracker] | None = None,
                  frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None,
                  refine_edges: bool = True, frame_holes: bool | None = None, reference_px: int | None = None,
-                 gender_probe: bool = True):
+                 gender_probe: bool = True, weights_dir: str | Path | None = None):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if (analyser is None) != (compositor is None):
             raise ValueError("pass both analyser and compositor, or neither")
         if analyser is None:
             if method == "auto":
-                method = "model" if models_available(preset) else "classical"
-            analyser, compositor = cpu_stages(method, backend, device, threads, preset, dilate_px, feather_px)
+                method = "model" if models_available(preset, weights_dir) else "classical"
+            analyser, compositor = cpu_stages(method, backend, device, threads, preset, dilate_px, feather_px,
+                                              weights_dir)
         self.analyser, self.compositor = analyser, compositor
+        # The own-face render's colour correction is fitted per inpainter (training.fit_colour --path
+        # own-face writes it beside a candidate's weights); the shipped one otherwise.
+        self.reference_colour_path = weights_file(REFERENCE_COLOUR_PATH.name, weights_dir)
         # Gender from the face embedding too (models.gender), for the learned analyser only: the
         # classical path draws no gender. None when the probe is off, missing or stale.
         self.gender_probe = None
         if gender_probe and analyser.learned:
-            from models.gender import GenderProbe
-            self.gender_probe = GenderProbe.shipped()
+            from models.gender import GENDER_PROBE_PATH, GenderProbe
+            self.gender_probe = GenderProbe.shipped(weights_file(GENDER_PROBE_PATH.name, weights_dir))
         if reference_px is not None:
             if reference_px < 1:
                 raise ValueError(f"reference_px must be positive, got {reference_px}")
@@ -368,12 +384,16 @@ class Unmasker:
                        people: dict[int, int | None]) -> tuple[ReferenceFace | None, int | None]:
         """The reference that draws this face and, for set_references photos, its index."""
         if track_id in self._references:
-            return self._references[track_id], None
-        if people.get(track_id) is not None:
-            return self._people[people[track_id]][0], people[track_id]
-        if None in self._references and track_id == main_track:
-            return self._references[None], None
-        return (state.enrolled if state is not None else None), None
+            ref, person = self._references[track_id], None
+        elif people.get(track_id) is not None:
+            ref, person = self._people[people[track_id]][0], people[track_id]
+        elif None in self._references and track_id == main_track:
+            ref, person = self._references[None], None
+        else:
+            ref, person = (state.enrolled if state is not None else None), None
+        if ref is not None:
+            ref.colour_path = self.reference_colour_path
+        return ref, person
 
     def _carry_lone_enrolment(self, work, now_s: float) -> None:
         """See ENROL_CARRY_S: one person alone in view keeps their enrolment across a lost track,

@@ -100,7 +100,7 @@ def test_stats_json_is_not_overwritten_without_asking(face_clip, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "not_a_video", "truncated", "empty_folder", "bad_flag",
                                   "bad_choice", "unwritable", "output_is_input", "webcam", "refused_url",
-                                  "no_cuda"])
+                                  "no_cuda", "weights_not_a_folder", "weights_without_networks"])
 def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
     args = ["--no-display"]
     if case == "missing":
@@ -133,8 +133,16 @@ def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA: --device cuda is valid here")
         args += ["--source", face_clip, "--device", "cuda"]
+    elif case == "weights_not_a_folder":
+        args += ["--source", face_clip, "--weights", tmp_path / "no_such_folder"]
+    elif case == "weights_without_networks":
+        (tmp_path / "candidates").mkdir()
+        args += ["--source", face_clip, "--weights", tmp_path / "candidates"]
     proc = run_cli(*args, timeout=60)
     line = one_line_error(proc)
+    if case.startswith("weights_"):
+        assert "no_such_folder is not a folder" in line if case == "weights_not_a_folder" else \
+            "holds neither analyser.onnx nor inpainter_fast.onnx" in line
     assert "s3cret" not in proc.stderr and "alice" not in proc.stderr
     if case == "refused_url":
         assert "***@127.0.0.1" in line

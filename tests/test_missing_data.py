@@ -58,10 +58,10 @@ def test_the_clip_enrolment_measure_needs_real_and_its_clip(tmp_path):
     assert "add --real" in one_error_line(alone)
     missing = run("training.evaluate", "--real", "--clip-enrolment", tmp_path / "none.mp4", "--out", tmp_path / "out")
     assert str(tmp_path / "none.mp4") in one_error_line(missing)
-    # The clip runs through the stream, which loads the shipped weights: a candidate folder would be
-    # reported under the shipped inpainter's figures, so it is refused.
+    # A candidates folder runs through the stream too (stream.Unmasker's weights_dir): one without any
+    # candidate network is refused before the clip is read (not measured as the shipped weights).
     candidates = run("training.evaluate", "--real", "--clip-enrolment", "--weights", tmp_path, "--out", tmp_path / "out")
-    assert "shipped weights" in one_error_line(candidates)
+    assert "not a folder of candidate .onnx files" in one_error_line(candidates)
     assert not (tmp_path / "out").exists()
 
 

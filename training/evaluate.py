@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, decode_analyser, window_matrix
+from models.spec import ANALYSER, CANONICAL_SIZE, INPAINTER_PRESETS, decode_analyser, weights_file, window_matrix
 from training.data.dataset import CACHE, FaceCache, RealSegCache, SampleMaker
 from stream.face_state import MASKED_FRACTION
 from training.metrics import (balanced_accuracy, paste_window, iou_dice, nme, psnr, ssim_gray, _tile)
@@ -57,16 +57,13 @@ class Models:
         from engines import create_runner
         from models.colour import ColourCorrection
         from models.gender import GENDER_PROBE_PATH, GenderProbe
-        pick = lambda name: (weights / f"{name}.onnx") if weights and (weights / f"{name}.onnx").exists() else name
-        # The candidates' folder, if any: what runs through stream.Unmasker (the clip measures) cannot
-        # take it, so those measures are left out rather than reported for the shipped weights.
+        pick = lambda name: weights_file(f"{name}.onnx", weights)
+        # The candidates' folder, if any: what runs through stream.Unmasker (the clip measure) gets it too.
         self.candidates = weights
         self.analyser = create_runner(pick("analyser"), backend=backend)
         self.inpainter = create_runner(pick(f"inpainter_{preset}"), backend=backend)
         self.colour = ColourCorrection.for_inpainter(pick(f"inpainter_{preset}")) if colour else None
-        probe = weights / GENDER_PROBE_PATH.name if weights and (weights / GENDER_PROBE_PATH.name).exists() \
-            else GENDER_PROBE_PATH
-        self.gender_probe = GenderProbe.shipped(probe) if gender_probe else None
+        self.gender_probe = GenderProbe.shipped(weights_file(GENDER_PROBE_PATH.name, weights)) if gender_probe else None
         self._embedder = None
 
     def fused_gender(self, p_analyser, covered_crops, landmarks) -> np.ndarray:
@@ -421,9 +418,9 @@ def main(argv=None) -> int:
         if given and not args.real:
             print(f"error: {flag} is part of the real-world evaluation: add --real", file=sys.stderr)
             return 2
-    if args.clip_enrolment and args.weights:
-        print("error: --clip-enrolment runs the stream, which uses the shipped weights only: promote the "
-              "candidates first, or leave out --weights", file=sys.stderr)
+    if args.weights is not None and not (args.weights.is_dir() and any(args.weights.glob("*.onnx"))):
+        print(f"error: --weights {args.weights} is not a folder of candidate .onnx files "
+              "(python -m training.train --export-dir writes one)", file=sys.stderr)
         return 2
     if args.clip_enrolment:
         from training.evaluate_real import ENROL_CLIP, clip_enrolment
@@ -432,7 +429,7 @@ def main(argv=None) -> int:
             print(f"error: the same-person clip {clip} is not here (shared clip 04 is in "
                   f"../shared/data/real/videos)", file=sys.stderr)
             return 2
-        result = clip_enrolment(clip)
+        result = clip_enrolment(clip, args.weights)
         if not result.get("n_masked_frames"):
             print(f"error: nothing to measure in {clip}: {result.get('n_unmasked_frames', 0)} unmasked "
                   "frames and no masked frame after them", file=sys.stderr)

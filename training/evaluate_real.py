@@ -327,12 +327,14 @@ def to_markdown(m: dict) -> str:
 ENROL_CLIP = ROOT.parent / "shared" / "data" / "real" / "videos" / "04_woman_putting_on_kf94_masks_720p_9s.mp4"
 
 
-def clip_enrolment(clip: Path = ENROL_CLIP) -> dict:
+def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None) -> dict:
     """A real same-person measure: a woman filmed unmasked, then putting masks on (shared clip 04).
 
     Her unmasked frames (the main face, frontal, no covering) give her identity; on her masked
     frames the embedding of the masked input, the generative reconstruction and the own-face path
     with enrolment (`enrol="auto"`: her own earlier unmasked view) are compared with it.
+    `weights`: a candidates folder the stream runs instead of the shipped weights (stream.Unmasker's
+    weights_dir).
     """
     import av
     from stream import Unmasker
@@ -341,7 +343,8 @@ def clip_enrolment(clip: Path = ENROL_CLIP) -> dict:
         return {"clip": str(clip), "n_masked_frames": 0, "note": "clip not found"}
     embed = Embedder()
     unmasked, scores = [], defaultdict(list)
-    with Unmasker(mode="video") as generative, Unmasker(mode="video", enrol="auto") as enrolled, \
+    with Unmasker(mode="video", weights_dir=weights) as generative, \
+            Unmasker(mode="video", enrol="auto", weights_dir=weights) as enrolled, \
             av.open(str(clip)) as c:
         for i, f in enumerate(c.decode(video=0)):
             img = f.to_ndarray(format="bgr24")
@@ -375,11 +378,8 @@ def clip_enrolment(clip: Path = ENROL_CLIP) -> dict:
 def run(models, out: Path, limit: int = 0, preset: str = "fast") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"split": "real", **evaluate_real(models, out, limit, preset)}
-    # The clip runs through stream.Unmasker, which loads the shipped weights: for candidates it would
-    # report the shipped inpainter's figures under their name.
-    metrics["clip_enrolment"] = clip_enrolment() if not models.candidates else {
-        "clip": ENROL_CLIP.name, "n_masked_frames": 0,
-        "note": "not measured for candidates (--weights): the stream runs the shipped weights"}
+    # The clip runs through stream.Unmasker, given the candidates' folder (if any) like the runners.
+    metrics["clip_enrolment"] = clip_enrolment(weights=models.candidates)
     (out / "metrics_real.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     md = to_markdown(metrics)
     (out / "report_real.md").write_text(md)
