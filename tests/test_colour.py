@@ -243,3 +243,30 @@ def test_the_own_face_render_is_recoloured_inside_the_hole_only():
     inside = hole > 0.5
     assert np.array_equal(off[~inside], on[~inside])
     assert np.abs(off[inside].astype(int) - on[inside].astype(int)).max() >= 1   # it did act
+
+
+def test_skin_balance_gives_every_bin_the_same_weight_up_to_the_cap():
+    from training.fit_colour import MAX_BALANCE, skin_balance
+    bins = np.array(["light"] * 900 + ["brown"] * 90 + ["dark"] * 10)
+    w = skin_balance(bins, cap=100.0)
+    totals = {b: w[bins == b].sum() for b in ("light", "brown", "dark")}
+    assert np.allclose(list(totals.values()), len(bins) / 3) and np.isclose(w.mean(), 1.0)
+    capped = skin_balance(bins)
+    assert np.isclose(capped.mean(), 1.0) and capped.max() <= MAX_BALANCE * 1.001
+    assert capped[bins == "dark"][0] >= capped[bins == "brown"][0] > capped[bins == "light"][0]
+
+
+def test_a_weighted_fit_follows_the_faces_it_weighs():
+    # Two groups whose shifts differ by a constant the features cannot see: the plain fit lands near the
+    # many, a fit that weighs the few up lands between them, nearer the few.
+    from training.fit_colour import fit_ridge, skin_balance
+    rng = np.random.default_rng(4)
+    X = rng.normal(50, 10, (1000, 3))
+    group = np.array(["many"] * 950 + ["few"] * 50)
+    Y = np.where(group[:, None] == "few", 3.0, 0.0) + np.zeros((1000, 3))
+    A = np.hstack([X, np.ones((1000, 1))])
+    plain = (A @ fit_ridge(X, Y, lam=1e-6))[:, 0].mean()
+    balanced = (A @ fit_ridge(X, Y, lam=1e-6, weights=skin_balance(group, cap=100.0)))[:, 0].mean()
+    # Over all faces the plain fit predicts the faces' mean shift (0.15), the balanced one the
+    # groups' mean (1.5); lower on the many faces, nearer the few.
+    assert abs(plain - 0.15) < 0.05 and abs(balanced - 1.5) < 0.1

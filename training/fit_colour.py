@@ -82,12 +82,33 @@ def collect(models: Models, split: str, n: int, preset: str, cache=CACHE, own_fa
                 bins=np.array(bins))
 
 
-def fit_ridge(X: np.ndarray, Y: np.ndarray, lam: float = RIDGE) -> np.ndarray:
-    """[X, 1] @ W ~ Y, W (F + 1, 3), ridge on all but the bias."""
+def fit_ridge(X: np.ndarray, Y: np.ndarray, lam: float = RIDGE, weights: np.ndarray | None = None) -> np.ndarray:
+    """[X, 1] @ W ~ Y, W (F + 1, 3), ridge on all but the bias; `weights` (M,): each face's weight
+    in the squared error (default 1 each)."""
     A = np.hstack([X, np.ones((len(X), 1))])
+    w = np.ones(len(X)) if weights is None else np.asarray(weights, np.float64)
     reg = lam * np.eye(A.shape[1])
     reg[-1, -1] = 0.0
-    return np.linalg.solve(A.T @ A + reg, A.T @ Y)
+    return np.linalg.solve(A.T @ (A * w[:, None]) + reg, A.T @ (Y * w[:, None]))
+
+
+MAX_BALANCE = 4.0     # no skin-tone bin's faces weigh more than 4x the average face
+
+
+def skin_balance(bins: np.ndarray, cap: float = MAX_BALANCE) -> np.ndarray:
+    """Per-face weights that give every skin-tone (ITA) bin the same total weight, capped at `cap`
+    times the average: the training split has few of the darkest faces (issue 12: <= 3 ΔE in
+    *every* bin), and a fit by plain least squares is pulled toward the many light ones."""
+    labels, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    w = (len(bins) / (len(labels) * counts))[inverse]
+    for _ in range(20):     # capping lowers the mean, which lifts the capped ones again: settle it
+        w = np.minimum(w / w.mean(), cap)
+    return w / w.mean()
+
+
+def worst_bin(measured: dict) -> float:
+    """The corrected colour error of the worst skin-tone bin (what --select-on compares)."""
+    return max(measured["corrected"]["by_ita"].values())
 
 
 def measure(correction: ColourCorrection | None, data: dict, own_face: bool = False) -> dict:
@@ -119,6 +140,12 @@ def main(argv=None) -> int:
     ap.add_argument("--faces", type=int, default=12000, help="training faces to fit on (evenly spaced)")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--check", default="real", help="held-out split measured (never fitted); '' for none")
+    ap.add_argument("--balance", choices=["none", "skin", "select"], default="none",
+                    help="weigh the training faces by skin tone: none (plain least squares), skin (every ITA "
+                         "bin the same total weight, capped at 4x) or select (fit both, keep the one whose "
+                         "worst ITA bin is better on --select-on)")
+    ap.add_argument("--select-on", default="val",
+                    help="with --balance select: the held-out split that chooses (not --check's split)")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--weights", type=Path, default=None,
                     help="a folder with a candidate inpainter_<preset>.onnx (default: the shipped one)")
@@ -134,10 +161,30 @@ def main(argv=None) -> int:
         return 2
     # The own-face render falls back on the product's (corrected) generative fill.
     models = Models(preset=args.preset, weights=args.weights, colour=own_face)
+    if args.balance == "select" and args.select_on in ("train", args.check):
+        print(f"fit_colour: --select-on must be a held-out split other than --check ({args.check!r})", file=sys.stderr)
+        return 2
     train = collect(models, "train", args.faces, args.preset, args.cache, own_face)
-    W = fit_ridge(train["X"], train["true_cv"] - train["gen_cv"])
+    fits = {b: fit_ridge(train["X"], train["true_cv"] - train["gen_cv"],
+                         weights=skin_balance(train["bins"]) if b == "skin" else None)
+            for b in (("none", "skin") if args.balance == "select" else (args.balance,))}
+    selection = None
+    if len(fits) > 1:
+        # Chosen on a held-out split of the training sources, never on the split --check reports.
+        held_out = collect(models, args.select_on, 10 ** 9, args.preset, args.cache, own_face)
+        selection = {"split": args.select_on, "rule": "lower worst ITA bin, corrected",
+                     **{b: measure(ColourCorrection(W, {"features": list(FEATURES), "ring_px": list(RING_PX),
+                                                        "sample_stride": SAMPLE_STRIDE}), held_out, own_face)
+                        for b, W in fits.items()}}
+        selection["chosen"] = min(fits, key=lambda b: worst_bin(selection[b]))
+        print(f"fit_colour: balance {selection['chosen']!r} chosen on {args.select_on}: worst bin "
+              + ", ".join(f"{b} {worst_bin(selection[b]):.3f}" for b in fits), file=sys.stderr)
+    balance = selection["chosen"] if selection else args.balance
+    W = fits[balance]
     command = (f"python -m training.fit_colour --faces {args.faces} --preset {args.preset}"
-               + (f" --weights {args.weights}" if args.weights else "") + (" --path own-face" if own_face else ""))
+               + (f" --weights {args.weights}" if args.weights else "") + (" --path own-face" if own_face else "")
+               + (f" --balance {args.balance}" if args.balance != "none" else "")
+               + (f" --select-on {args.select_on}" if selection else ""))
     spec = {
         "what": ("Lab shift of the own-face render's hole (stream.reference), ramped in from the border "
                  "(models.colour.ColourCorrection.ramped_offset)" if own_face else
@@ -146,7 +193,8 @@ def main(argv=None) -> int:
         "inpainter": onnx.name, "inpainter_sha256": file_sha256(onnx),
         "state_dict_sha256": file_sha256(onnx.with_suffix(".pt")) if onnx.with_suffix(".pt").exists() else None,
         "fitted": {"command": command, "split": "train", "faces": int(len(train["X"])), "ridge": RIDGE,
-                   "date": datetime.date.today().isoformat()},
+                   "balance": balance, "date": datetime.date.today().isoformat(),
+                   **({"selection": selection} if selection else {})},
     }
     correction = ColourCorrection(W, spec)
     spec["measured"] = {"train": measure(correction, train, own_face)}
