@@ -359,3 +359,30 @@ def test_an_enrolled_view_is_drawn_at_the_frames_resolution_as_sharply_as_a_phot
     # Measured: window 5.0, enrolled at the frame's resolution 7.6, the photo 7.4 (truth 6.6).
     assert detail(enrolled_out) > 1.2 * detail(window_out)
     assert abs(detail(enrolled_out) - detail(photo_out)) < 0.1 * detail(photo_out)
+
+
+def test_the_generated_fill_meets_the_face_around_the_hole_halfway_but_not_the_background():
+    # A fill 20 levels lighter than the face around it, in a hole whose right side reaches past the
+    # face's outline onto a green background: on the face the inner ring moves half the step toward
+    # the face (GENERATED_BORDER_MATCH); beside the background nothing is pulled green.
+    from stream.alignment import FACE_OVAL
+    from stream.compositing import GENERATED_BORDER_MATCH, match_generated_borders
+    size = 128
+    points = np.zeros((468, 2), np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(FACE_OVAL), endpoint=False)
+    points[FACE_OVAL] = np.stack([54 + 40 * np.cos(angles), 64 + 56 * np.sin(angles)], 1)   # face: x 14..94
+    yy, xx = np.mgrid[:size, :size]
+    face = ((xx - 54) / 40.0) ** 2 + ((yy - 64) / 56.0) ** 2 <= 1
+    window = np.where(face[..., None], np.uint8([120, 140, 170]), np.uint8([40, 200, 40])).astype(np.uint8)
+    hole = np.zeros((size, size), np.float32)
+    hole[60:100, 30:120] = 1.0                                # its right end is on the background
+    inside = hole > 0.5
+    fill = np.where(inside[..., None], np.clip(window.astype(int) + 20, 0, 255), window).astype(np.uint8)
+    fill[inside & ~face] = (60, 60, 60)                       # what the network drew past the face
+    out = match_generated_borders(fill[None], window[None], hole[None], points[None])[0]
+    assert (out[~inside] == fill[~inside]).all()              # only the hole changes
+    np.testing.assert_array_equal(out[80, 60], fill[80, 60])  # deep inside: as drawn
+    top_ring = out[60:62, 40:80].reshape(-1, 3).astype(float).mean(0)
+    want = fill[61, 60].astype(float) - GENERATED_BORDER_MATCH * 20
+    np.testing.assert_allclose(top_ring, want, atol=3.0)      # half the step toward the face
+    np.testing.assert_allclose(out[70:90, 117:119].reshape(-1, 3).astype(float).mean(0), (60, 60, 60), atol=1.0)

@@ -64,6 +64,8 @@ class Models:
         self.inpainter = create_runner(pick(f"inpainter_{preset}"), backend=backend)
         self.colour = ColourCorrection.for_inpainter(pick(f"inpainter_{preset}")) if colour else None
         self.gender_probe = GenderProbe.shipped(weights_file(GENDER_PROBE_PATH.name, weights)) if gender_probe else None
+        from stream.compositing import GENERATED_BORDER_MATCH
+        self.border_match = GENERATED_BORDER_MATCH     # as the product's CpuCompositor (0: off)
         self._embedder = None
 
     def fused_gender(self, p_analyser, covered_crops, landmarks) -> np.ndarray:
@@ -84,14 +86,26 @@ class Models:
         r = self.analyser.run({"image": x})
         return decode_analyser(r["mask_logits"], r["gender_logit"], r["landmarks"], landmark_scale=1)
 
-    def inpaint(self, images, holes, maps, genders, colour: bool = True):
+    def inpaint(self, images, holes, maps, genders, colour: bool = True, window_points=None):
+        """The fills as the product draws them: colour-corrected and (with the faces' `window_points`,
+        (N, 468, 2) window px) their border matched to the face (stream.compositing); `colour` False:
+        the network's raw output (what training.fit_colour fits on)."""
         r = self.inpainter.run({
             "image": np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255,
             "hole": np.stack(holes)[:, None].astype(np.float32),
             "landmark_map": np.stack(maps)[:, None].astype(np.float32),
             "gender": np.asarray(genders, np.float32)})
         out = np.clip(r["output"].transpose(0, 2, 3, 1) * 255 + 0.5, 0, 255).astype(np.uint8)
-        return self.correct(images, holes, out) if colour else out
+        return self.finish(images, holes, out, window_points) if colour else out
+
+    def finish(self, images, holes, outs, window_points=None):
+        """Raw fills as the product finishes them: the colour correction, then (given the faces'
+        window landmarks) the border match to the face around the hole."""
+        outs = self.correct(images, holes, outs)
+        if window_points is not None and self.border_match:
+            from stream.compositing import match_generated_borders
+            outs = match_generated_borders(outs, np.stack(images), np.stack(holes), window_points, self.border_match)
+        return outs
 
     def correct(self, images, holes, outs):
         """The inpainter's outputs through its colour correction (unchanged without one)."""
@@ -221,7 +235,8 @@ def evaluate_inpainter(models: Models, faces: FaceCache, maker: SampleMaker, out
         samples = [maker.inpainter_sample(i, 0, preset) for i in idx]
         genders = [0.5 if s["gender"] < 0 else float(s["gender"]) for s in samples]
         maps = [draw_landmark_map(s["landmarks"], size) for s in samples]
-        outs = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples], maps, genders)
+        outs = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples], maps, genders,
+                              window_points=[s["landmarks"] for s in samples])
         for i, s, o in zip(idx, samples, outs):
             hole = s["hole"]
             hole_u8 = (hole > 0.5).astype(np.uint8)
@@ -431,6 +446,9 @@ def main(argv=None) -> int:
                          "masked / generative / own face enrolled from her unmasked frames; default clip: "
                          "shared clip 04); writes metrics_clip_enrolment.json")
     ap.add_argument("--cache", type=Path, default=CACHE, help="the prepared data (default data/cache)")
+    ap.add_argument("--border-match", type=float, default=None, metavar="SHARE",
+                    help="how far the generated fill's border is moved toward the face around the hole "
+                         "(default: the product's stream.compositing.GENERATED_BORDER_MATCH; 0: off)")
     args = ap.parse_args(argv)
     for flag, given in (("--same-person", args.same_person), ("--clip-enrolment", args.clip_enrolment)):
         if given and not args.real:
@@ -466,6 +484,8 @@ def main(argv=None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     models = Models(preset=args.preset, weights=args.weights)
+    if args.border_match is not None:
+        models.border_match = args.border_match
     if args.same_person:
         from training.evaluate_real import run_same_person, same_person_markdown
         print(same_person_markdown(run_same_person(models, args.out, args.limit, args.preset)))

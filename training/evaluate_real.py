@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from models.spec import CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
+from stream.compositing import face_region
 from stream.identity import FACE_EMBEDDING, FaceEmbedder
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.data.synth import KINDS
@@ -120,7 +121,8 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
         idx = list(range(start, min(start + 32, len(faces))))
         # The fills before and after the colour correction (models.colour), for its effect.
         a_samples, probs, genders, a_lms, samples, raws, g_analyser = reconstruct(models, maker, idx, preset, colour=False)
-        outs = models.correct([s["image"] for s in samples], [s["hole"] for s in samples], raws)
+        outs = models.finish([s["image"] for s in samples], [s["hole"] for s in samples], raws,
+                             [s["landmarks"] for s in samples])
         for i, a, p, g, g_a, s, o, raw, a_lm in zip(idx, a_samples, probs, genders, g_analyser, samples, outs, raws,
                                                     a_lms):
             crop, lm = faces.images[i], faces.landmarks[i]
@@ -135,10 +137,14 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
                        ita=ita, skin=ita_bin(ita), yaw=_yaw_bin(s["yaw"]),
                        iou=iou_dice(p, a["mask"])[0], pred_gender=int(g > 0.5), p_female=float(g),
                        pred_gender_analyser=int(g_a > 0.5))
+            on_face = face_region(s["landmarks"], hole.shape[0])
             for name, img in (("ours", o), ("uncorrected", raw), ("reference", own), ("telea", telea),
                               ("masked", s["image"])):
                 if name != "masked":
                     row[f"psnr_{name}"] = psnr(img, s["target"], s["hole"])
+                    # The colour step across the hole's border where it runs over the face (not the
+                    # background), beyond the true face's own step there.
+                    row[f"seam_step_{name}"] = border_seam(img, s["target"], s["hole"], region=on_face)["colour_step"]
                     lab = mean_lab(img, hole)
                     row[f"de_{name}"] = delta_e(lab, truth_lab)
                     row[f"dL_{name}"], row[f"da_{name}"], row[f"db_{name}"] = (lab - truth_lab).tolist()
@@ -205,7 +211,7 @@ def reconstruct(models, maker: SampleMaker, idx: list[int], preset: str = "fast"
     maps = [draw_landmark_map(s["landmarks"], size) for s in samples]
     # The inpainter is guided by the decided gender (fused with the probe), as in the product.
     outs = models.inpaint([s["image"] for s in samples], [s["hole"] for s in samples], maps,
-                          [float(g) for g in genders], colour=colour)
+                          [float(g) for g in genders], colour=colour, window_points=[s["landmarks"] for s in samples])
     return a_samples, probs, genders, a_lms, samples, outs, genders_analyser
 
 
@@ -248,6 +254,11 @@ def _group_stats(rows: list[dict]) -> dict:
               "cos_reference"]:
         res[k] = float(np.mean([r[k] for r in rows]))
     res["covering_total_failures"] = int(sum(r["iou"] < 0.1 for r in rows))
+    for name in ("ours", "uncorrected", "telea", "reference"):
+        steps = np.array([r.get(f"seam_step_{name}", np.nan) for r in rows], np.float64)
+        steps = steps[np.isfinite(steps)]
+        res[f"seam_step_{name}"] = float(steps.mean()) if len(steps) else float("nan")
+        res[f"seam_step_above_2.3_{name}"] = float((steps > 2.3).mean()) if len(steps) else float("nan")
     # Drawn as the right gender: the independent judge (training.gender_judge) on each image, adults.
     for name in ("true", "masked", "ours", "reference"):
         judged = [r for r in adults if f"judge_{name}" in r]
@@ -293,6 +304,12 @@ def to_markdown(m: dict) -> str:
              f"| ≤ 3 in every skin bin |",
              f"| the same without the colour correction (models.colour): CIEDE2000 / hole PSNR / identity "
              f"cosine | {f(o['de_uncorrected'], 2)} / {f(o['psnr_uncorrected'], 2)} / {f(o['cos_uncorrected'])} | |",
+             f"| colour step at the hole's border on the face beyond the true face's own (CIEDE2000; "
+             f"`training.metrics.border_seam` on the face oval): mean / share above 2.3, ours / uncorrected / "
+             f"Telea / own-face path | {f(o.get('seam_step_ours'), 2)} / {f(o.get('seam_step_above_2.3_ours'))}, "
+             f"{f(o.get('seam_step_uncorrected'), 2)} / {f(o.get('seam_step_above_2.3_uncorrected'))}, "
+             f"{f(o.get('seam_step_telea'), 2)} / {f(o.get('seam_step_above_2.3_telea'))}, "
+             f"{f(o.get('seam_step_reference'), 2)} / {f(o.get('seam_step_above_2.3_reference'))} | none above 2.3 |",
              f"| signed shift of the hole's mean L* / a* / b* (ours) | {f(o['dL_ours'], 2)} / {f(o['da_ours'], 2)} / "
              f"{f(o['db_ours'], 2)} | 0 |",
              f"| identity cosine to the true face: masked / ours / Telea | {f(o['cos_masked'])} / "

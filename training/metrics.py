@@ -82,7 +82,8 @@ def delta_e(lab_a: np.ndarray, lab_b: np.ndarray) -> float:
 SEAM_BAND_PX = 3   # each side of the hole border (at 256 px a face is ~200 px wide)
 
 
-def border_seam(image: np.ndarray, truth: np.ndarray, hole: np.ndarray, band: int = SEAM_BAND_PX) -> dict:
+def border_seam(image: np.ndarray, truth: np.ndarray, hole: np.ndarray, band: int = SEAM_BAND_PX,
+                region: np.ndarray | None = None) -> dict:
     """How visible the border of a redrawn hole is, against the true face on the same pixels.
 
     * gradient: mean L* gradient magnitude (Sobel, L* units per px) on the band straddling the
@@ -90,13 +91,16 @@ def border_seam(image: np.ndarray, truth: np.ndarray, hole: np.ndarray, band: in
       (0 = none; a clean step of d in L* adds d / (2 band) on average).
     * colour_step: CIEDE2000 between the mean colours just inside and just outside the border,
       minus the true face's own inside/outside difference (0 = the colour runs on as in reality).
-    Both are computed on `image` and `truth` (BGR uint8, same size) with `hole` (> 0.5 inside).
+    Both are computed on `image` and `truth` (BGR uint8, same size) with `hole` (> 0.5 inside);
+    `region` (bool, same size): only the border's pixels there (e.g. on the face, not the background).
     """
     inside = (hole > 0.5).astype(np.uint8)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     grown, shrunk = cv2.dilate(inside, kernel), cv2.erode(inside, kernel)
     straddle = (grown > 0) & (shrunk == 0)
     ring_in, ring_out = (inside > 0) & (shrunk == 0), (grown > 0) & (inside == 0)
+    if region is not None:
+        straddle, ring_in, ring_out = straddle & region, ring_in & region, ring_out & region
     if not ring_in.any() or not ring_out.any():
         return {"gradient": float("nan"), "colour_step": float("nan")}
 
