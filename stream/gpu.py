@@ -46,10 +46,12 @@ from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRES
 from models.checkpoints import load_network
 from models.colour import ColourCorrection
 from stream.alignment import Alignment, transform_points
+from stream.compositing import GENERATED_BORDER_MATCH, face_region
 from stream.errors import ModelError
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
-from stream.reference import REFERENCE_PX, render_size
+from stream.reference import (REFERENCE_PX, SEAM_BAND_FRACTION, SEAM_OFFSET_MAX, SEAM_SIGMA_FRACTION,
+                              render_size)
 from stream.stages import FaceAnalysis, FrameContext, InpaintJob
 from stream.tracking import FaceTracker
 from stream.unmasker import Unmasker
@@ -243,6 +245,7 @@ class TorchFrameReconstructor:
         self.inpainter = load_module(f"inpainter_{preset}", device, self.precision, weights_dir)
         # The inpainter's fitted skin-tone correction, as the CPU path's reconstructor applies it.
         self.colour = ColourCorrection.for_inpainter(Path(weights_dir or WEIGHTS_DIR) / f"inpainter_{preset}.onnx")
+        self.border_match = GENERATED_BORDER_MATCH     # 0: the generated fill as drawn
         if self.cuda and cuda_graphs:
             # Small networks: on a GPU their cost is kernel launches; a graph launches them at once.
             self.analyser, self.inpainter = CudaGraphed(self.analyser), CudaGraphed(self.inpainter)
@@ -432,6 +435,13 @@ class TorchFrameReconstructor:
         pred = (pred.float() * 255.0).clamp_(0, 255)
         if self.colour is not None:
             pred = self.colour.correct_torch(windows, hole, pred)
+        if self.border_match:
+            # As the CPU compositor: the fill's border toward the face around the hole (the face's
+            # outline drawn on the host, a few KB a face up).
+            faces = self._upload_aux([face_region(transform_points(np.asarray(j.landmarks_crop), window_matrix(size)),
+                                                  size) for j in jobs])
+            pred = match_generated_borders_torch(pred, windows, hole, torch.stack(faces)[:, None] > 0.5,
+                                                 self.border_match)
         regions = {}
         if any(j.reference is not None for j in jobs):
             pred, regions = self._draw_references(pred, windows, hole, jobs, video, mats, reference_px)
@@ -497,6 +507,47 @@ class TorchFrameReconstructor:
                 [next(uploaded) for _ in in_window]).permute(0, 3, 1, 2)
         regions = {i: (next(uploaded).permute(2, 0, 1), scale, origin) for i, _, scale, origin in large}
         return out, regions
+
+
+def _gaussian_replicate(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """cv2.GaussianBlur(x, (0, 0), sigma, borderType=BORDER_REPLICATE) of float images, per channel."""
+    k = int(round(sigma * 8 + 1)) | 1                     # OpenCV's kernel size for float images
+    g = torch.from_numpy(cv2.getGaussianKernel(k, sigma).astype(np.float32)[:, 0]).to(x.device)
+    c, r = x.shape[1], k // 2
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def match_generated_borders_torch(pred: torch.Tensor, windows: torch.Tensor, hole: torch.Tensor,
+                                  face: torch.Tensor, strength: float = GENERATED_BORDER_MATCH) -> torch.Tensor:
+    """stream.compositing.match_generated_borders on the device, batched: (N, 3, S, S) float 0..255
+    fills and windows, (N, 1, S, S) hole and bool face region; returns the fills."""
+    size = windows.shape[-1]
+    band = max(2, round(SEAM_BAND_FRACTION * size))
+    small = max(16, size // 4)
+    sigma = max(1.0, SEAM_SIGMA_FRACTION * small)
+    disc = torch.from_numpy(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2).astype(np.float32))
+    disc = disc.to(windows.device)[None, None]
+    inside = (hole > 0.5).float()
+    # Dilation (outside the window counts as empty) and erosion (as full: OpenCV's default borders).
+    grown = F.conv2d(inside, disc, padding=band) > 0.5
+    kept = F.conv2d(F.pad(inside, (band,) * 4, value=1.0), disc) > disc.sum() - 0.5
+    inside_b = inside > 0.5
+    outer = (grown & ~inside_b & face).float()
+    inner = (inside_b & ~kept).float()
+
+    def local_mean(where, image):
+        shrink = lambda x: F.interpolate(x, size=(small, small), mode="area")
+        w = _gaussian_replicate(shrink(where), sigma)
+        return _gaussian_replicate(shrink(image * where), sigma) / w.clamp(min=1e-6), w
+
+    frame_mean, w_out = local_mean(outer, windows)
+    inner_mean, w_in = local_mean(inner, pred)
+    both = (w_out > 1e-3) & (w_in > 1e-3)
+    near = (w_in * 4).clamp(0, 1) * (w_out * 4).clamp(0, 1)
+    field = (frame_mean - inner_mean).clamp(-SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * both * near
+    offset = F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False) * inside
+    return (pred + strength * offset).clamp(0, 255)
 
 
 def _shift(dst_to_src: np.ndarray, d: float) -> np.ndarray:

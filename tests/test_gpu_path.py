@@ -528,3 +528,31 @@ def test_the_gpu_path_draws_a_large_own_face_at_the_frames_resolution(weights_di
     # Nothing outside the blended covering changes.
     grown = cv2.dilate(covering.astype(np.uint8), np.ones((81, 81), np.uint8)) > 0
     assert not ((outputs[None] != frame).any(axis=2) & ~grown).any()
+
+
+def test_the_device_border_match_is_the_cpu_compositors():
+    # The generated fill's border match (stream.compositing.match_generated_borders) on the device,
+    # batched: within a level of the numpy version on a textured face with a lighter fill.
+    import cv2
+    from stream.alignment import FACE_OVAL
+    from stream.compositing import face_region, match_generated_borders
+    from stream.gpu import match_generated_borders_torch
+    size, rng = 128, np.random.default_rng(5)
+    points = np.zeros((2, 468, 2), np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(FACE_OVAL), endpoint=False)
+    for i, (cx, rx) in enumerate(((54, 40), (64, 50))):
+        points[i, FACE_OVAL] = np.stack([cx + rx * np.cos(angles), 64 + 56 * np.sin(angles)], 1)
+    texture = np.stack([cv2.GaussianBlur(rng.integers(60, 200, (size, size, 3)).astype(np.float32), (0, 0), 3)
+                        for _ in range(2)])
+    windows = np.clip(texture, 0, 255).astype(np.uint8)
+    holes = np.zeros((2, size, size), np.float32)
+    holes[0, 60:100, 30:120] = 1.0
+    holes[1, 70:128, 20:108] = 1.0                             # reaches the window's lower edge
+    fills = np.where(holes[..., None] > 0.5, np.clip(windows.astype(int) + 25, 0, 255), windows).astype(np.uint8)
+    want = match_generated_borders(fills, windows, holes, points).astype(np.float32)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().permute(0, 3, 1, 2)
+    faces = torch.from_numpy(np.stack([face_region(p, size) for p in points]))[:, None]
+    got = match_generated_borders_torch(t(fills), t(windows), torch.from_numpy(holes)[:, None], faces)
+    got = got.permute(0, 2, 3, 1).numpy()
+    assert np.abs(want - fills).max() > 5                       # it moved something
+    assert np.abs(got - want).max() <= 1.5
