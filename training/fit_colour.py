@@ -161,6 +161,10 @@ def main(argv=None) -> int:
         return 2
     # The own-face render falls back on the product's (corrected) generative fill.
     models = Models(preset=args.preset, weights=args.weights, colour=own_face)
+    if not own_face:
+        # The product corrects the network's raw fill, then matches its border (stream.compositing):
+        # the correction is fitted on the raw fill.
+        models.border_match = 0.0
     if args.balance == "select" and args.select_on in ("train", args.check):
         print(f"fit_colour: --select-on must be a held-out split other than --check ({args.check!r})", file=sys.stderr)
         return 2
