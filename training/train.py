@@ -3,8 +3,11 @@
     python -m training.train --task analyser  [--device cpu|cuda] [--resume] [--minutes M]
     python -m training.train --task inpainter --preset fast|hq [--device cpu|cuda] [--resume]
 
-Checkpoints (runs/<task>/last.pt, every --ckpt-minutes) hold model, optimiser
-and step, and are loaded with `weights_only=True`. Validation runs every
+Checkpoints (runs/<task>/last.pt, or --run-dir, every --ckpt-minutes) hold model,
+optimiser and step, and are loaded with `weights_only=True`: `--resume` continues a
+run on another machine from its copied run folder (the data carried with
+training.data.pack). `--amp` computes the forward passes in bfloat16 (autocast;
+GPUs: no loss scaling needed), the losses and weights in float32. Validation runs every
 --val-every steps on the fixed val split; when the validation score improves the
 model is exported to models/weights/<name>.onnx (the shipped weights) and a
 sample grid PNG is written to runs/<task>/. Losses and metrics go to
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from models.networks import Analyser, Inpainter, PatchDiscriminator
 from models.spec import (ANALYSER, CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, WEIGHTS_DIR, draw_landmark_map,
                          load_canonical_face)
-from training.data.dataset import FaceCache, RealSegCache, SampleMaker
+from training.data.dataset import CACHE, RAW, FaceCache, RealSegCache, SampleMaker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +52,14 @@ class Trainer:
     def __init__(self, args):
         self.args = args
         self.device = torch.device(args.device)
-        self.run_dir = ROOT / "runs" / args.name
+        self.run_dir = args.run_dir or ROOT / "runs" / args.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(args.seed)
         np.random.seed(args.seed)
-        self.train_faces = FaceCache("train", limit=args.limit)
-        self.val_faces = FaceCache("val", limit=min(args.limit or 10**9, args.val_size))
-        self.train_maker = SampleMaker(self.train_faces, train=True, seed=args.seed)
-        self.val_maker = SampleMaker(self.val_faces, train=False)
+        self.train_faces = FaceCache("train", args.cache, limit=args.limit)
+        self.val_faces = FaceCache("val", args.cache, limit=min(args.limit or 10**9, args.val_size))
+        self.train_maker = SampleMaker(self.train_faces, args.templates, train=True, seed=args.seed)
+        self.val_maker = SampleMaker(self.val_faces, args.templates, train=False)
         self.step = 0
         self.best = -math.inf
         self.log = open(self.run_dir / "log.jsonl", "a")
@@ -75,6 +78,10 @@ class Trainer:
         self.step, self.best = int(state["step"]), float(state["best"])
         print(f"resumed {path} at step {self.step}", file=sys.stderr)
         return state
+
+    def autocast(self):
+        """bfloat16 forward passes with --amp (float32 otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(self.args.amp))
 
     def write_log(self, **row):
         row = {"step": self.step, "time": time.time(), **row}
@@ -122,8 +129,8 @@ class AnalyserTrainer(Trainer):
             self.model.landmarks.bias.copy_(torch.from_numpy(canon.reshape(-1)).float())
             self.model.landmarks.weight.mul_(0.1)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=1e-4)
-        self.real_train = RealSegCache("train")
-        self.real_eval = RealSegCache("eval")
+        self.real_train = RealSegCache("train", args.cache)
+        self.real_eval = RealSegCache("eval", args.cache)
         w = torch.ones(468)
         w[HIDDEN_REGION] = 3.0  # the hidden points are the job; weigh them up
         self.lm_weight = w.to(self.device)
@@ -177,7 +184,9 @@ class AnalyserTrainer(Trainer):
         y_g = torch.tensor(genders, device=self.device)
         lm_ok = torch.tensor(lm_valid, device=self.device)
         self.model.train()
-        mask_logits, g_logit, lm = self.model(x)
+        with self.autocast():
+            mask_logits, g_logit, lm = self.model(x)
+        mask_logits, g_logit, lm = mask_logits.float(), g_logit.float(), lm.float()
         bce = F.binary_cross_entropy_with_logits(mask_logits, y_mask)
         p = torch.sigmoid(mask_logits)
         dice = 1 - (2 * (p * y_mask).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + y_mask.sum((1, 2, 3)) + 1)
@@ -244,13 +253,19 @@ class InpainterTrainer(Trainer):
         self.D = PatchDiscriminator().to(self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=args.lr, betas=(0.5, 0.9))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=args.lr, betas=(0.5, 0.9))
-        # Perceptual features from our own analyser's encoder (no downloadable VGG here).
+        # Perceptual features from our own analyser's encoder (no downloadable VGG here): the
+        # analyser being trained (runs/analyser/last.pt) when there is one, else the shipped one.
         self.percept = None
         ana = ROOT / "runs" / "analyser" / "last.pt"
-        if ana.exists():
+        state = (torch.load(ana, map_location="cpu", weights_only=True)["model"] if ana.exists() else
+                 torch.load(WEIGHTS_DIR / "analyser.pt", map_location="cpu", weights_only=True)
+                 if (WEIGHTS_DIR / "analyser.pt").exists() else None)
+        if state is not None:
             a = Analyser()
-            a.load_state_dict(torch.load(ana, map_location="cpu", weights_only=True)["model"])
+            a.load_state_dict(state)
             self.percept = a.to(self.device).eval().requires_grad_(False)
+        else:
+            print("note: no analyser weights: training without the perceptual loss", file=sys.stderr)
         state = self.load() if args.resume else None
         if state:
             self.G.load_state_dict(state["G"])
@@ -294,12 +309,16 @@ class InpainterTrainer(Trainer):
         samples = [self.train_maker.inpainter_sample(int(i), self.step, self.preset) for i in idx]
         image, target, hole, lmap, gender = self.make_batch(samples, noisy=True)
         self.G.train()
-        out = self.G(image, hole, lmap, gender)
+        with self.autocast():
+            out = self.G(image, hole, lmap, gender)
+        out = out.float()
         use_gan = self.step >= args.gan_start
         losses = {}
         if use_gan:
-            real_logits, _ = self.D(target, hole, lmap, gender)
-            fake_logits, _ = self.D(out.detach(), hole, lmap, gender)
+            with self.autocast():
+                real_logits, _ = self.D(target, hole, lmap, gender)
+                fake_logits, _ = self.D(out.detach(), hole, lmap, gender)
+            real_logits, fake_logits = real_logits.float(), fake_logits.float()
             d_loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -312,17 +331,19 @@ class InpainterTrainer(Trainer):
         loss = 6 * l1_hole + l1_all + ssim_loss
         losses.update(l1_hole=l1_hole.item(), ssim=ssim_loss.item())
         if self.percept is not None:
-            fo = self.percept.features(F.interpolate(out, size=128, mode="bilinear", align_corners=False))
-            ft = self.percept.features(F.interpolate(target, size=128, mode="bilinear", align_corners=False))
-            perc = sum(F.l1_loss(a, b) for a, b in zip(fo[1:4], ft[1:4]))
+            with self.autocast():
+                fo = self.percept.features(F.interpolate(out, size=128, mode="bilinear", align_corners=False))
+                ft = self.percept.features(F.interpolate(target, size=128, mode="bilinear", align_corners=False))
+            perc = sum(F.l1_loss(a.float(), b.float()) for a, b in zip(fo[1:4], ft[1:4]))
             loss = loss + 0.2 * perc
             losses["perc"] = perc.item()
         if use_gan:
-            fake_logits, ff = self.D(out, hole, lmap, gender)
-            with torch.no_grad():
-                _, fr = self.D(target, hole, lmap, gender)
-            adv = -fake_logits.mean()
-            fm = sum(F.l1_loss(a, b) for a, b in zip(ff, fr))
+            with self.autocast():
+                fake_logits, ff = self.D(out, hole, lmap, gender)
+                with torch.no_grad():
+                    _, fr = self.D(target, hole, lmap, gender)
+            adv = -fake_logits.float().mean()
+            fm = sum(F.l1_loss(a.float(), b.float()) for a, b in zip(ff, fr))
             loss = loss + args.adv_weight * adv + 0.1 * fm
             losses.update(adv=adv.item(), fm=fm.item())
         self.opt_g.zero_grad(set_to_none=True)
@@ -375,6 +396,13 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", choices=list(INPAINTER_PRESETS), default="fast")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--amp", action="store_true",
+                    help="bfloat16 forward passes (autocast); losses and weights stay float32")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="the prepared data (default data/cache)")
+    ap.add_argument("--templates", type=Path, default=RAW / "maskthefacetemplates",
+                    help="MaskTheFace templates for the synthetic coverings (training.data.prepare extracts them)")
+    ap.add_argument("--run-dir", type=Path, default=None,
+                    help="checkpoints, logs and sample grids (default runs/<task or inpainter_preset>)")
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--minutes", type=float, default=0, help="stop after this long (0: no limit)")
     ap.add_argument("--batch", type=int, default=32)

@@ -17,6 +17,7 @@ lighting of the face under it so that it matches the scene.
 from __future__ import annotations
 
 import configparser
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,7 @@ class MaskSynthesizer:
     def __init__(self, templates_root: Path):
         self.templates = load_templates(templates_root)
         self.textures = load_textures(templates_root)
+        self._missing_kinds: set[str] = set()
         if not self.templates:
             raise FileNotFoundError(f"no MaskTheFace templates under {templates_root}")
 
@@ -146,7 +148,14 @@ class MaskSynthesizer:
             kind = str(rng.choice(["surgical", "surgical_blue", "KN95", "cloth", "N95"]))
         # Templates named *_left show the face turned towards image-left.
         view = "_left" if yaw < -0.25 else ("_right" if yaw > 0.25 else "")
-        tpl = self.templates.get(kind + view) or self.templates[kind]
+        tpl = self.templates.get(kind + view) or self.templates.get(kind)
+        if tpl is None:
+            # A partial template set (the repository's bundled one holds surgical_blue only): any
+            # template it has, said once. training.data.prepare extracts the full set.
+            if kind not in self._missing_kinds:
+                self._missing_kinds.add(kind)
+                logging.getLogger(__name__).warning("no %r mask template here: drawing another kind", kind)
+            tpl = next(iter(self.templates.values()))
         dst = _anchor_points(lm, ANCHORS_LOW if incorrect else ANCHORS)
         dst += rng.normal(0, 1.5, dst.shape).astype(np.float32)  # imperfect fit, like real wear
         h, _ = cv2.findHomography(tpl.anchors, dst)
