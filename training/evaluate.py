@@ -465,7 +465,7 @@ def main(argv=None) -> int:
             print(f"error: the same-person clip {clip} is not here (shared clip 04 is in "
                   f"../shared/data/real/videos)", file=sys.stderr)
             return 2
-        result = clip_enrolment(clip, args.weights)
+        result = clip_enrolment(clip, args.weights, args.border_match)
         if not result.get("n_masked_frames"):
             print(f"error: nothing to measure in {clip}: {result.get('n_unmasked_frames', 0)} unmasked "
                   "frames and no masked frame after them", file=sys.stderr)

@@ -344,14 +344,14 @@ def to_markdown(m: dict) -> str:
 ENROL_CLIP = ROOT.parent / "shared" / "data" / "real" / "videos" / "04_woman_putting_on_kf94_masks_720p_9s.mp4"
 
 
-def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None) -> dict:
+def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None, border_match: float | None = None) -> dict:
     """A real same-person measure: a woman filmed unmasked, then putting masks on (shared clip 04).
 
     Her unmasked frames (the main face, frontal, no covering) give her identity; on her masked
     frames the embedding of the masked input, the generative reconstruction and the own-face path
     with enrolment (`enrol="auto"`: her own earlier unmasked view) are compared with it.
     `weights`: a candidates folder the stream runs instead of the shipped weights (stream.Unmasker's
-    weights_dir).
+    weights_dir); `border_match`: the compositor's generated-border share (default the product's).
     """
     import av
     from stream import Unmasker
@@ -363,6 +363,8 @@ def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None) -> dict
     with Unmasker(mode="video", weights_dir=weights) as generative, \
             Unmasker(mode="video", enrol="auto", weights_dir=weights) as enrolled, \
             av.open(str(clip)) as c:
+        if border_match is not None:
+            generative.compositor.border_match = enrolled.compositor.border_match = border_match
         for i, f in enumerate(c.decode(video=0)):
             img = f.to_ndarray(format="bgr24")
             t = float(f.time * 1000) if f.time is not None else i * 33.3
@@ -396,7 +398,7 @@ def run(models, out: Path, limit: int = 0, preset: str = "fast") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"split": "real", **evaluate_real(models, out, limit, preset)}
     # The clip runs through stream.Unmasker, given the candidates' folder (if any) like the runners.
-    metrics["clip_enrolment"] = clip_enrolment(weights=models.candidates)
+    metrics["clip_enrolment"] = clip_enrolment(weights=models.candidates, border_match=models.border_match)
     (out / "metrics_real.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     md = to_markdown(metrics)
     (out / "report_real.md").write_text(md)
