@@ -125,6 +125,15 @@ class Alignment:
         return transform_points(points, self.inverse)
 
 
+def face_region(window_points: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: inside the face's outline (the mesh's face oval, in the pixels of a square
+    window of `size`), a little in: where the skin around a hole is the face, not the background."""
+    region = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(region, [np.round(np.asarray(window_points)[FACE_OVAL]).astype(np.int32)], 1)
+    k = 2 * max(1, round(2 * size / 128)) + 1
+    return cv2.erode(region, np.ones((k, k), np.uint8)) > 0
+
+
 def align_face(landmarks: np.ndarray, canonical: np.ndarray | None = None,
                size: int = CANONICAL_SIZE) -> Alignment:
     """Alignment of a face given its 468 mesh landmarks in frame pixels."""

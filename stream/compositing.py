@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, dilate_hole, window_matrix
-from stream.alignment import FACE_OVAL, Alignment, transform_points
+from stream.alignment import Alignment, face_region, transform_points
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
 from stream.reference import REFERENCE_PX, match_fallback_border, render_size
@@ -26,14 +26,6 @@ FEATHER_PX = 3     # Gaussian feathering of the hole's edge: a (2 * 3 + 1) px ke
 # border colour steps above 2.3 ΔE on the face 7.7 -> 3.0 % of faces, hole PSNR -0.02 dB, hole colour
 # 2.78 -> 2.75 ΔE); full strength flattened the face's own shading there (PSNR -0.09 dB).
 GENERATED_BORDER_MATCH = 0.5
-
-
-def face_region(window_points: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: inside the face's outline (the mesh's face oval in window pixels), a little in."""
-    region = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(region, [np.round(window_points[FACE_OVAL]).astype(np.int32)], 1)
-    k = 2 * max(1, round(2 * size / 128)) + 1
-    return cv2.erode(region, np.ones((k, k), np.uint8)) > 0
 
 
 def match_generated_borders(fills: np.ndarray, windows: np.ndarray, holes: np.ndarray, window_points,

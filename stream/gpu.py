@@ -45,8 +45,8 @@ from engines.cuda_graph import CudaGraphed
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRESETS, WEIGHTS_DIR, decode_analyser, hole_kernel_size, window_matrix
 from models.checkpoints import load_network
 from models.colour import ColourCorrection
-from stream.alignment import Alignment, transform_points
-from stream.compositing import GENERATED_BORDER_MATCH, face_region
+from stream.alignment import Alignment, face_region, transform_points
+from stream.compositing import GENERATED_BORDER_MATCH
 from stream.errors import ModelError
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for

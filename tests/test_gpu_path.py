@@ -535,7 +535,8 @@ def test_the_device_border_match_is_the_cpu_compositors():
     # batched: within a level of the numpy version on a textured face with a lighter fill.
     import cv2
     from stream.alignment import FACE_OVAL
-    from stream.compositing import face_region, match_generated_borders
+    from stream.alignment import face_region
+    from stream.compositing import match_generated_borders
     from stream.gpu import match_generated_borders_torch
     size, rng = 128, np.random.default_rng(5)
     points = np.zeros((2, 468, 2), np.float32)

@@ -386,3 +386,32 @@ def test_the_generated_fill_meets_the_face_around_the_hole_halfway_but_not_the_b
     want = fill[61, 60].astype(float) - GENERATED_BORDER_MATCH * 20
     np.testing.assert_allclose(top_ring, want, atol=3.0)      # half the step toward the face
     np.testing.assert_allclose(out[70:90, 117:119].reshape(-1, 3).astype(float).mean(0), (60, 60, 60), atol=1.0)
+
+
+def test_the_finished_own_face_meets_the_face_around_the_hole():
+    # A finished own-face render 20 levels lighter than the face around the hole (what a colour
+    # correction's mean shift can leave at the border): its inner ring is moved REFERENCE_BORDER_MATCH
+    # of the way to the face, and the move joins the correction that the unlit frames and the
+    # frame-resolution render reuse; deep inside the hole and outside it nothing changes.
+    from stream.alignment import FACE_OVAL
+    from stream.reference import REFERENCE_BORDER_MATCH
+    ref = ReferenceFace.from_image(astronaut())
+    size = 128
+    points = np.zeros((468, 2), np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(FACE_OVAL), endpoint=False)
+    points[FACE_OVAL] = np.stack([64 + 48 * np.cos(angles), 64 + 60 * np.sin(angles)], 1)
+    frame = np.full((size, size, 3), (120, 140, 170), np.uint8)
+    hole = np.zeros((size, size), np.float32)
+    hole[60:110, 30:98] = 1.0
+    inside = hole > 0.5
+    lit = np.where(inside[..., None], np.float32([140, 160, 190]), frame.astype(np.float32)).astype(np.float32)
+    weights = (inside.astype(np.float32), 1 - inside.astype(np.float32))
+    zero = np.zeros((size, size, 3), np.float32)
+    out, correction, fallback_fix = ref._meet_the_border(lit, zero.copy(), frame, zero.copy(), weights, frame,
+                                                         hole, points, smooth=True)
+    assert not (out - lit)[~inside].any()                                 # only the hole
+    np.testing.assert_allclose(out[85, 64], lit[85, 64], atol=0.05)       # deep inside: as rendered
+    ring = inside & ~(cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & (np.arange(size)[:, None] < 62)
+    np.testing.assert_allclose((lit - out)[ring].mean(0), REFERENCE_BORDER_MATCH * 20, atol=2.5)
+    np.testing.assert_allclose(correction, out - lit, atol=1e-4)          # carried with the correction
+    np.testing.assert_array_equal(ref._correction, correction)

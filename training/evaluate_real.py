@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from models.spec import CANONICAL_SIZE, HIDDEN_REGION, INPAINTER_PRESETS, draw_landmark_map
-from stream.compositing import face_region
+from stream.alignment import face_region
 from stream.identity import FACE_EMBEDDING, FaceEmbedder
 from training.data.dataset import CACHE, FaceCache, SampleMaker
 from training.data.synth import KINDS
