@@ -125,13 +125,31 @@ class Alignment:
         return transform_points(points, self.inverse)
 
 
+# The eye contours (both lids, both eyes) of the 468-point mesh; brows lie above them.
+EYE_CONTOURS = [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
+                263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398]
+# Around each eye (of the distance between the eye centres): lids, lashes, make-up and the shadow
+# under them, which are not the skin a hole's border should be matched to.
+EYE_SURROUND = 0.15
+
+
 def face_region(window_points: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: inside the face's outline (the mesh's face oval, in the pixels of a square
-    window of `size`), a little in: where the skin around a hole is the face, not the background."""
+    """(size, size) bool: the face's skin around a hole, in the pixels of a square window of `size`:
+    inside the face's outline (the mesh's face oval, a little in, not the background) and away from
+    the eyes (EYE_SURROUND)."""
+    points = np.asarray(window_points, np.float32)
     region = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(region, [np.round(np.asarray(window_points)[FACE_OVAL]).astype(np.int32)], 1)
+    cv2.fillPoly(region, [np.round(points[FACE_OVAL]).astype(np.int32)], 1)
     k = 2 * max(1, round(2 * size / 128)) + 1
-    return cv2.erode(region, np.ones((k, k), np.uint8)) > 0
+    region = cv2.erode(region, np.ones((k, k), np.uint8))
+    eyes = points[EYE_CONTOURS]
+    iod = float(np.linalg.norm(eyes[:16].mean(0) - eyes[16:].mean(0)))
+    around = np.zeros((size, size), np.uint8)
+    for eye in (eyes[:16], eyes[16:]):
+        cv2.fillConvexPoly(around, cv2.convexHull(np.round(eye).astype(np.int32)), 1)
+    r = max(1, round(EYE_SURROUND * iod))
+    around = cv2.dilate(around, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return (region > 0) & (around == 0)
 
 
 def align_face(landmarks: np.ndarray, canonical: np.ndarray | None = None,

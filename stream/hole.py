@@ -28,11 +28,8 @@ import cv2
 import numpy as np
 
 from models.spec import CANONICAL_SIZE, window_matrix
-from stream.alignment import Alignment, transform_points
+from stream.alignment import EYE_CONTOURS, Alignment, transform_points
 
-# The eye contours (both lids, both eyes) of the 468-point mesh; brows lie above them.
-EYE_CONTOURS = [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
-                263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398]
 BROWS = [[70, 63, 105, 66, 107, 46, 53, 52, 65, 55], [336, 296, 334, 293, 300, 276, 283, 282, 295, 285]]
 EYE_MARGIN = 0.05        # of the distance between the eye centres: how far around each eye is kept (0.10 left a
                          # white sliver of a KN94 worn high under the eyes on the real clip 04)

@@ -361,10 +361,10 @@ def test_an_enrolled_view_is_drawn_at_the_frames_resolution_as_sharply_as_a_phot
     assert abs(detail(enrolled_out) - detail(photo_out)) < 0.1 * detail(photo_out)
 
 
-def test_the_generated_fill_meets_the_face_around_the_hole_halfway_but_not_the_background():
+def test_the_generated_fill_meets_the_face_around_the_hole_but_not_the_background():
     # A fill 20 levels lighter than the face around it, in a hole whose right side reaches past the
-    # face's outline onto a green background: on the face the inner ring moves half the step toward
-    # the face (GENERATED_BORDER_MATCH); beside the background nothing is pulled green.
+    # face's outline onto a green background: on the face the inner ring moves toward the face
+    # (GENERATED_BORDER_MATCH of the step); beside the background nothing is pulled green.
     from stream.alignment import FACE_OVAL
     from stream.compositing import GENERATED_BORDER_MATCH, match_generated_borders
     size = 128
@@ -382,9 +382,10 @@ def test_the_generated_fill_meets_the_face_around_the_hole_halfway_but_not_the_b
     out = match_generated_borders(fill[None], window[None], hole[None], points[None])[0]
     assert (out[~inside] == fill[~inside]).all()              # only the hole changes
     np.testing.assert_array_equal(out[80, 60], fill[80, 60])  # deep inside: as drawn
-    top_ring = out[60:62, 40:80].reshape(-1, 3).astype(float).mean(0)
-    want = fill[61, 60].astype(float) - GENERATED_BORDER_MATCH * 20
-    np.testing.assert_allclose(top_ring, want, atol=3.0)      # half the step toward the face
+    moved = fill[60:62, 40:80].reshape(-1, 3).astype(float).mean(0) - out[60:62, 40:80].reshape(-1, 3).astype(float).mean(0)
+    # Toward the face by GENERATED_BORDER_MATCH of the step, a little less on the ring's inner pixels
+    # (the offset fades into the hole).
+    assert (moved >= 0.65 * GENERATED_BORDER_MATCH * 20).all() and (moved <= GENERATED_BORDER_MATCH * 20 + 1).all()
     np.testing.assert_allclose(out[70:90, 117:119].reshape(-1, 3).astype(float).mean(0), (60, 60, 60), atol=1.0)
 
 
