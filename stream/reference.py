@@ -150,6 +150,7 @@ class ReferenceFace:
         self._border_field = None  # the finished render's border match (_meet_the_border), carried in video
         self.correct_colour = True  # False: the render as relit only (what training.fit_colour fits on)
         self.colour_path = REFERENCE_COLOUR_PATH   # that correction's fit (the Unmasker sets a candidate's)
+        self.border_match = REFERENCE_BORDER_MATCH  # _meet_the_border's share (0: off)
 
     @classmethod
     def from_image(cls, image_or_path, mesh=None) -> "ReferenceFace":
@@ -322,19 +323,19 @@ class ReferenceFace:
 
     def _meet_the_border(self, lit, correction, fallback, fallback_fix, weights, frame_window, hole,
                          window_points, smooth):
-        """The finished render's inner border ring moved REFERENCE_BORDER_MATCH of the way to the
+        """The finished render's inner border ring moved `border_match` (REFERENCE_BORDER_MATCH) of the way to the
         face just outside the hole (match_fallback_border on the mesh's face oval), after the colour
         correction, whose ramp and mean shift can leave a step the relighting had removed. Joins the
         correction like the colour offset (carried over the unlit frames, drawn at any size).
         Returns (lit, correction, fallback_fix)."""
-        if not self.correct_colour:
+        if not self.correct_colour or not self.border_match:
             return lit, correction, fallback_fix
         blended = cv2.blendLinear(lit, fallback.astype(np.float32) + fallback_fix, *weights)
         fix, field = match_fallback_border(blended, frame_window, hole, self._border_field if smooth else None,
                                            LIGHT_SMOOTHING ** LIGHT_EVERY,
                                            region=face_region(window_points, frame_window.shape[0]))
         self._border_field = field if smooth else None
-        fix *= REFERENCE_BORDER_MATCH
+        fix *= self.border_match
         lit, correction, fallback_fix = lit + fix, correction + fix, fallback_fix + fix
         if smooth:
             self._correction, self._fallback_fix = correction, fallback_fix

@@ -37,7 +37,7 @@ from stream.errors import ModelError
 from stream.hole import frame_hole
 from stream.face_state import (UNMASKED_FRACTION, TrackState, decide_covering, decide_gender, decide_landmarks,
                                upper_face_patch)
-from stream.reference import ReferenceFace, enrolment_quality
+from stream.reference import REFERENCE_BORDER_MATCH, ReferenceFace, enrolment_quality
 from stream.reconstruct import GenerativeReconstructor, TeleaReconstructor, frame_to_window
 from stream.stages import (Analyser, Compositor, FaceAnalysis, FaceInput, FrameContext, FrameImage, FrameStore,
                            InpaintJob, Tracker)
@@ -193,6 +193,7 @@ class Unmasker:
         # The own-face render's colour correction is fitted per inpainter (training.fit_colour --path
         # own-face writes it beside a candidate's weights); the shipped one otherwise.
         self.reference_colour_path = weights_file(REFERENCE_COLOUR_PATH.name, weights_dir)
+        self.reference_border_match = REFERENCE_BORDER_MATCH    # stream.reference; 0: off
         # Gender from the face embedding too (models.gender), for the learned analyser only: the
         # classical path draws no gender. None when the probe is off, missing or stale.
         self.gender_probe = None
@@ -392,7 +393,7 @@ class Unmasker:
         else:
             ref, person = (state.enrolled if state is not None else None), None
         if ref is not None:
-            ref.colour_path = self.reference_colour_path
+            ref.colour_path, ref.border_match = self.reference_colour_path, self.reference_border_match
         return ref, person
 
     def _carry_lone_enrolment(self, work, now_s: float) -> None:

@@ -65,7 +65,9 @@ class Models:
         self.colour = ColourCorrection.for_inpainter(pick(f"inpainter_{preset}")) if colour else None
         self.gender_probe = GenderProbe.shipped(weights_file(GENDER_PROBE_PATH.name, weights)) if gender_probe else None
         from stream.compositing import GENERATED_BORDER_MATCH
-        self.border_match = GENERATED_BORDER_MATCH     # as the product's CpuCompositor (0: off)
+        from stream.reference import REFERENCE_BORDER_MATCH
+        # As the product's CpuCompositor and own-face render (0: off).
+        self.border_match, self.reference_border_match = GENERATED_BORDER_MATCH, REFERENCE_BORDER_MATCH
         self._embedder = None
 
     def fused_gender(self, p_analyser, covered_crops, landmarks) -> np.ndarray:
@@ -446,9 +448,9 @@ def main(argv=None) -> int:
                          "masked / generative / own face enrolled from her unmasked frames; default clip: "
                          "shared clip 04); writes metrics_clip_enrolment.json")
     ap.add_argument("--cache", type=Path, default=CACHE, help="the prepared data (default data/cache)")
-    ap.add_argument("--border-match", type=float, default=None, metavar="SHARE",
-                    help="how far the generated fill's border is moved toward the face around the hole "
-                         "(default: the product's stream.compositing.GENERATED_BORDER_MATCH; 0: off)")
+    ap.add_argument("--no-border-match", action="store_true",
+                    help="measure the product without its border matches (the generated fill's and the own "
+                         "face's border moved toward the face around the hole: stream.compositing, stream.reference)")
     args = ap.parse_args(argv)
     for flag, given in (("--same-person", args.same_person), ("--clip-enrolment", args.clip_enrolment)):
         if given and not args.real:
@@ -465,7 +467,7 @@ def main(argv=None) -> int:
             print(f"error: the same-person clip {clip} is not here (shared clip 04 is in "
                   f"../shared/data/real/videos)", file=sys.stderr)
             return 2
-        result = clip_enrolment(clip, args.weights, args.border_match)
+        result = clip_enrolment(clip, args.weights, not args.no_border_match)
         if not result.get("n_masked_frames"):
             print(f"error: nothing to measure in {clip}: {result.get('n_unmasked_frames', 0)} unmasked "
                   "frames and no masked frame after them", file=sys.stderr)
@@ -484,8 +486,8 @@ def main(argv=None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     models = Models(preset=args.preset, weights=args.weights)
-    if args.border_match is not None:
-        models.border_match = args.border_match
+    if args.no_border_match:
+        models.border_match = models.reference_border_match = 0.0
     if args.same_person:
         from training.evaluate_real import run_same_person, same_person_markdown
         print(same_person_markdown(run_same_person(models, args.out, args.limit, args.preset)))

@@ -128,7 +128,7 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
             crop, lm = faces.images[i], faces.landmarks[i]
             hole = s["hole"] > 0.5
             telea = cv2.inpaint(s["image"], hole.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-            own = _reference_render(crop, lm, a_lm, s, o, mesh, i)
+            own = _reference_render(crop, lm, a_lm, s, o, mesh, i, border_match=models.reference_border_match)
             truth_lab = mean_lab(s["target"], hole)
             ita = ita_degrees(crop, lm)
             e_true = embed(crop, lm)
@@ -165,7 +165,8 @@ def evaluate_real(models, out: Path, limit: int = 0, preset: str = "fast") -> di
     return summarise(rows)
 
 
-def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i, correct_colour: bool = True):
+def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i, correct_colour: bool = True,
+                      border_match: float | None = None):
     """The own-face path with another photo of the same face as the reference.
 
     No public same-person set with masked and unmasked photos is here, so the reference
@@ -186,6 +187,8 @@ def _reference_render(crop, lm, analyser_lm, sample, fallback, mesh, i, correct_
     except ValueError:
         return fallback
     ref.correct_colour = correct_colour
+    if border_match is not None:
+        ref.border_match = border_match
     return own_face_window(ref, lm, analyser_lm, sample, fallback)
 
 
@@ -344,14 +347,14 @@ def to_markdown(m: dict) -> str:
 ENROL_CLIP = ROOT.parent / "shared" / "data" / "real" / "videos" / "04_woman_putting_on_kf94_masks_720p_9s.mp4"
 
 
-def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None, border_match: float | None = None) -> dict:
+def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None, border_match: bool = True) -> dict:
     """A real same-person measure: a woman filmed unmasked, then putting masks on (shared clip 04).
 
     Her unmasked frames (the main face, frontal, no covering) give her identity; on her masked
     frames the embedding of the masked input, the generative reconstruction and the own-face path
     with enrolment (`enrol="auto"`: her own earlier unmasked view) are compared with it.
     `weights`: a candidates folder the stream runs instead of the shipped weights (stream.Unmasker's
-    weights_dir); `border_match`: the compositor's generated-border share (default the product's).
+    weights_dir); `border_match` False: without the product's border matches.
     """
     import av
     from stream import Unmasker
@@ -363,8 +366,10 @@ def clip_enrolment(clip: Path = ENROL_CLIP, weights: Path | None = None, border_
     with Unmasker(mode="video", weights_dir=weights) as generative, \
             Unmasker(mode="video", enrol="auto", weights_dir=weights) as enrolled, \
             av.open(str(clip)) as c:
-        if border_match is not None:
-            generative.compositor.border_match = enrolled.compositor.border_match = border_match
+        if not border_match:
+            # The product without its border matches (--no-border-match): the generated fill's and the own face's.
+            generative.compositor.border_match = enrolled.compositor.border_match = 0.0
+            enrolled.reference_border_match = 0.0
         for i, f in enumerate(c.decode(video=0)):
             img = f.to_ndarray(format="bgr24")
             t = float(f.time * 1000) if f.time is not None else i * 33.3
@@ -398,7 +403,7 @@ def run(models, out: Path, limit: int = 0, preset: str = "fast") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"split": "real", **evaluate_real(models, out, limit, preset)}
     # The clip runs through stream.Unmasker, given the candidates' folder (if any) like the runners.
-    metrics["clip_enrolment"] = clip_enrolment(weights=models.candidates, border_match=models.border_match)
+    metrics["clip_enrolment"] = clip_enrolment(weights=models.candidates, border_match=bool(models.border_match))
     (out / "metrics_real.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     md = to_markdown(metrics)
     (out / "report_real.md").write_text(md)
