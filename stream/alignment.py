@@ -133,23 +133,28 @@ EYE_CONTOURS = [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 15
 EYE_SURROUND = 0.15
 
 
-def face_region(window_points: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: the face's skin around a hole, in the pixels of a square window of `size`:
-    inside the face's outline (the mesh's face oval, a little in, not the background) and away from
-    the eyes (EYE_SURROUND)."""
+def border_classes(window_points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(skin, background): (size, size) bool masks, in the pixels of a square window of `size`, of the
+    two kinds of surroundings a hole's border is matched within: the face's skin (inside the mesh's
+    face oval, a little in) and what lies past the face's outline (a little out); the eyes' surround
+    (EYE_SURROUND) is in neither."""
     points = np.asarray(window_points, np.float32)
-    region = np.zeros((size, size), np.uint8)
-    cv2.fillPoly(region, [np.round(points[FACE_OVAL]).astype(np.int32)], 1)
-    k = 2 * max(1, round(2 * size / 128)) + 1
-    region = cv2.erode(region, np.ones((k, k), np.uint8))
+    oval = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(oval, [np.round(points[FACE_OVAL]).astype(np.int32)], 1)
+    k = np.ones((2 * max(1, round(2 * size / 128)) + 1,) * 2, np.uint8)
     eyes = points[EYE_CONTOURS]
     iod = float(np.linalg.norm(eyes[:16].mean(0) - eyes[16:].mean(0)))
     around = np.zeros((size, size), np.uint8)
     for eye in (eyes[:16], eyes[16:]):
         cv2.fillConvexPoly(around, cv2.convexHull(np.round(eye).astype(np.int32)), 1)
     r = max(1, round(EYE_SURROUND * iod))
-    around = cv2.dilate(around, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return (region > 0) & (around == 0)
+    around = cv2.dilate(around, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+    return (cv2.erode(oval, k) > 0) & ~around, (cv2.dilate(oval, k) == 0) & ~around
+
+
+def face_region(window_points: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: the face's skin around a hole (border_classes' first)."""
+    return border_classes(window_points, size)[0]
 
 
 def align_face(landmarks: np.ndarray, canonical: np.ndarray | None = None,

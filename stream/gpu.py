@@ -45,7 +45,7 @@ from engines.cuda_graph import CudaGraphed
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, INPAINTER_PRESETS, WEIGHTS_DIR, decode_analyser, hole_kernel_size, window_matrix
 from models.checkpoints import load_network
 from models.colour import ColourCorrection
-from stream.alignment import Alignment, face_region, transform_points
+from stream.alignment import Alignment, border_classes, transform_points
 from stream.compositing import GENERATED_BORDER_MATCH
 from stream.errors import ModelError
 from stream.hole import window_protected_region
@@ -438,10 +438,10 @@ class TorchFrameReconstructor:
         if self.border_match:
             # As the CPU compositor: the fill's border toward the face around the hole (the face's
             # outline drawn on the host, a few KB a face up).
-            faces = self._upload_aux([face_region(transform_points(np.asarray(j.landmarks_crop), window_matrix(size)),
-                                                  size) for j in jobs])
-            pred = match_generated_borders_torch(pred, windows, hole, torch.stack(faces)[:, None] > 0.5,
-                                                 self.border_match)
+            classes = self._upload_aux([np.stack(border_classes(transform_points(np.asarray(j.landmarks_crop),
+                                                                                 window_matrix(size)), size))
+                                        for j in jobs])
+            pred = match_generated_borders_torch(pred, windows, hole, torch.stack(classes) > 0.5, self.border_match)
         regions = {}
         if any(j.reference is not None for j in jobs):
             pred, regions = self._draw_references(pred, windows, hole, jobs, video, mats, reference_px)
@@ -519,9 +519,10 @@ def _gaussian_replicate(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def match_generated_borders_torch(pred: torch.Tensor, windows: torch.Tensor, hole: torch.Tensor,
-                                  face: torch.Tensor, strength: float = GENERATED_BORDER_MATCH) -> torch.Tensor:
+                                  classes: torch.Tensor, strength: float = GENERATED_BORDER_MATCH) -> torch.Tensor:
     """stream.compositing.match_generated_borders on the device, batched: (N, 3, S, S) float 0..255
-    fills and windows, (N, 1, S, S) hole and bool face region; returns the fills."""
+    fills and windows, (N, 1, S, S) hole, (N, K, S, S) bool border classes
+    (stream.alignment.border_classes: skin, background); returns the fills."""
     size = windows.shape[-1]
     band = max(2, round(SEAM_BAND_FRACTION * size))
     small = max(16, size // 4)
@@ -533,19 +534,23 @@ def match_generated_borders_torch(pred: torch.Tensor, windows: torch.Tensor, hol
     grown = F.conv2d(inside, disc, padding=band) > 0.5
     kept = F.conv2d(F.pad(inside, (band,) * 4, value=1.0), disc) > disc.sum() - 0.5
     inside_b = inside > 0.5
-    outer = (grown & ~inside_b & face).float()
-    inner = (inside_b & ~kept).float()
 
     def local_mean(where, image):
         shrink = lambda x: F.interpolate(x, size=(small, small), mode="area")
         w = _gaussian_replicate(shrink(where), sigma)
         return _gaussian_replicate(shrink(image * where), sigma) / w.clamp(min=1e-6), w
 
-    frame_mean, w_out = local_mean(outer, windows)
-    inner_mean, w_in = local_mean(inner, pred)
-    both = (w_out > 1e-3) & (w_in > 1e-3)
-    near = (w_in * 4).clamp(0, 1) * (w_out * 4).clamp(0, 1)
-    field = (frame_mean - inner_mean).clamp(-SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * both * near
+    field = torch.zeros((len(pred), 3, small, small), device=pred.device)
+    for k in range(classes.shape[1]):
+        region = classes[:, k:k + 1]
+        outer, inner = (grown & ~inside_b & region).float(), (inside_b & ~kept & region).float()
+        # A face whose ring of this kind is under 20 pixels is not matched there (as on the CPU).
+        enough = ((outer.flatten(1).sum(1) >= 20) & (inner.flatten(1).sum(1) >= 20)).view(-1, 1, 1, 1)
+        frame_mean, w_out = local_mean(outer, windows)
+        inner_mean, w_in = local_mean(inner, pred)
+        both = (w_out > 1e-3) & (w_in > 1e-3) & enough
+        near = (w_in * 4).clamp(0, 1) * (w_out * 4).clamp(0, 1)
+        field = field + (frame_mean - inner_mean).clamp(-SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * both * near
     offset = F.interpolate(field, size=(size, size), mode="bilinear", align_corners=False) * inside
     return (pred + strength * offset).clamp(0, 255)
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from models.colour import REFERENCE_COLOUR_PATH
 from models.spec import CANONICAL_SIZE, window_matrix
-from stream.alignment import align_face, face_region, yaw_proxy
+from stream.alignment import align_face, border_classes, yaw_proxy
 
 CANONICAL_OBJ = Path(__file__).resolve().parents[1] / "models" / "canonical_face_model.obj"
 # Triangles smaller than this (window px²) carry no texture worth warping and make
@@ -63,12 +63,12 @@ REFERENCE_WINDOW = 192
 SEAM_BAND_FRACTION = 3 / 128
 SEAM_SIGMA_FRACTION = 4 / 128
 SEAM_OFFSET_MAX = 40.0
-# After the colour correction the finished own-face render's border is moved this share of the way to the
-# face's skin around the hole (ReferenceFace._meet_the_border, stream.alignment.face_region: away from the
+# After the colour correction the finished own-face render's border is moved this share of the way to what
+# lies around the hole (ReferenceFace._meet_the_border, within stream.alignment.border_classes: away from the
 # eyes, whose lashes and make-up pulled the render's cheeks darker, identity cosine 0.646 -> 0.619 on the
-# real clip 04). Chosen on the val split (300 faces, the photo mirrored, turned and relit as the
-# reference): border steps above 2.3 ΔE on the face 3.7 -> 2.3 % of faces (3.0 % at full strength), hole
-# colour 2.64 -> 2.62 ΔE, PSNR +0.01 dB.
+# real clip 04). Chosen on the val split (300 faces, the photo mirrored, turned and relit as the reference,
+# over the matched generated fill): border steps above 2.3 ΔE on the skin 3.7 -> 2.3 % of faces (3.0 % at
+# full strength), on the whole border 3.0 -> 2.3 %, hole colour 2.64 -> 2.63 ΔE, PSNR +0.03 dB.
 REFERENCE_BORDER_MATCH = 0.5
 # A large face's reference is drawn at its frame resolution, up to this many px (3x the 128-px
 # window: a 720p webcam face; benchmarks.reference: ~4.7 ms a face on 2 cores, the 128-px window 2.6).
@@ -333,7 +333,7 @@ class ReferenceFace:
         blended = cv2.blendLinear(lit, fallback.astype(np.float32) + fallback_fix, *weights)
         fix, field = match_fallback_border(blended, frame_window, hole, self._border_field if smooth else None,
                                            LIGHT_SMOOTHING ** LIGHT_EVERY,
-                                           region=face_region(window_points, frame_window.shape[0]))
+                                           regions=border_classes(window_points, frame_window.shape[0]))
         self._border_field = field if smooth else None
         fix *= self.border_match
         lit, correction, fallback_fix = lit + fix, correction + fix, fallback_fix + fix
@@ -535,7 +535,7 @@ def match_border(drawn: np.ndarray, covered: np.ndarray, frame_window: np.ndarra
 
 def match_fallback_border(blended: np.ndarray, frame_window: np.ndarray, hole: np.ndarray,
                           previous: np.ndarray | None = None, keep: float = LIGHT_SMOOTHING,
-                          region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                          regions=None) -> tuple[np.ndarray, np.ndarray | None]:
     """The offset that takes the render's inner border ring (just inside the hole) to the frame's
     local colour just outside it, gone a few pixels into the hole: for the generative fill, which
     shows wherever the reference has no texture (past the mesh's outline, turned-away triangles).
@@ -545,8 +545,9 @@ def match_fallback_border(blended: np.ndarray, frame_window: np.ndarray, hole: n
     the frame's outer ring instead (local means, normalised convolution on a quarter-size grid).
     Measured on 600 covered photos of the same people, in two halves: border colour steps above
     2.3 ΔE 11.7 -> 7.7 % and 19.0 -> 12.0 %, hole colour 4.78 -> 4.74 ΔE.
-    `region` (S, S) bool: only the frame's pixels there count as the outside (the face, not the
-    background a covering's side reaches over), and the offset fades where none of them is near.
+    `regions`: (S, S) bool masks (stream.alignment.border_classes: the face's skin, the background):
+    the border is matched within each, its inner ring to the outside of the same kind only (skin to
+    skin, background to background, neither to the eyes), and fades where no such outside is near.
     Returns ((S, S, 3) float32 offset, zero outside the hole; the grid field, for `previous`).
     """
     size = frame_window.shape[0]
@@ -554,20 +555,27 @@ def match_fallback_border(blended: np.ndarray, frame_window: np.ndarray, hole: n
     inside_u8 = inside.view(np.uint8) if inside.dtype == np.bool_ else inside.astype(np.uint8)
     band = max(2, round(SEAM_BAND_FRACTION * size))
     outer = (_dilate_disc(inside_u8, band) > 0) & ~inside
-    if region is not None:
-        outer &= region
     inner = inside & ~(cv2.erode(inside_u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0)
-    if outer.sum() < 20 or inner.sum() < 20:
-        return np.zeros((size, size, 3), np.float32), previous
     small = max(16, size // 4)
     sigma = max(1.0, SEAM_SIGMA_FRACTION * small)
-    (frame_mean,), w_out = _local_means_on(outer, (frame_window,), small, sigma)
-    (inner_mean,), w_in = _local_means_on(inner, (blended,), small, sigma)
-    both = ((w_out > 1e-3) & (w_in > 1e-3))[..., None]
-    # Full strength on the inner ring, gone about two sigmas into the hole.
-    near = np.clip(w_in * 4.0, 0.0, 1.0) if region is None else np.clip(w_in * 4.0, 0.0, 1.0) * np.clip(w_out * 4.0, 0.0, 1.0)
-    field = (np.clip(frame_mean - inner_mean, -SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * both
-             * near[..., None]).astype(np.float32)
+    field = np.zeros((small, small, 3), np.float32)
+    matched = False
+    for region in ([None] if regions is None else regions):
+        out_r, in_r = (outer, inner) if region is None else (outer & region, inner & region)
+        if out_r.sum() < 20 or in_r.sum() < 20:
+            continue
+        matched = True
+        (frame_mean,), w_out = _local_means_on(out_r, (frame_window,), small, sigma)
+        (inner_mean,), w_in = _local_means_on(in_r, (blended,), small, sigma)
+        both = ((w_out > 1e-3) & (w_in > 1e-3))[..., None]
+        # Full strength on the inner ring, gone about two sigmas into the hole (and, within a kind,
+        # where no outside of that kind is near).
+        near = np.clip(w_in * 4.0, 0.0, 1.0)
+        if region is not None:
+            near = near * np.clip(w_out * 4.0, 0.0, 1.0)
+        field += np.clip(frame_mean - inner_mean, -SEAM_OFFSET_MAX, SEAM_OFFSET_MAX) * both * near[..., None]
+    if not matched:
+        return np.zeros((size, size, 3), np.float32), previous
     if previous is not None and previous.shape == field.shape:
         field = (keep * previous + (1 - keep) * field).astype(np.float32)
     offset = cv2.resize(field, (size, size), interpolation=cv2.INTER_LINEAR) * inside[..., None]

@@ -535,7 +535,7 @@ def test_the_device_border_match_is_the_cpu_compositors():
     # batched: within a level of the numpy version on a textured face with a lighter fill.
     import cv2
     from stream.alignment import FACE_OVAL
-    from stream.alignment import face_region
+    from stream.alignment import border_classes
     from stream.compositing import match_generated_borders
     from stream.gpu import match_generated_borders_torch
     size, rng = 128, np.random.default_rng(5)
@@ -552,8 +552,8 @@ def test_the_device_border_match_is_the_cpu_compositors():
     fills = np.where(holes[..., None] > 0.5, np.clip(windows.astype(int) + 25, 0, 255), windows).astype(np.uint8)
     want = match_generated_borders(fills, windows, holes, points).astype(np.float32)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().permute(0, 3, 1, 2)
-    faces = torch.from_numpy(np.stack([face_region(p, size) for p in points]))[:, None]
-    got = match_generated_borders_torch(t(fills), t(windows), torch.from_numpy(holes)[:, None], faces)
+    classes = torch.from_numpy(np.stack([np.stack(border_classes(p, size)) for p in points]))
+    got = match_generated_borders_torch(t(fills), t(windows), torch.from_numpy(holes)[:, None], classes)
     got = got.permute(0, 2, 3, 1).numpy()
     assert np.abs(want - fills).max() > 5                       # it moved something
     assert np.abs(got - want).max() <= 1.5

@@ -497,6 +497,8 @@ def same_person_identity(models, out: Path, limit: int = 0, preset: str = "fast"
     refs = {p: ReferenceFace(faces.images[roles["reference"][p]], faces.landmarks[roles["reference"][p]], "photo",
                              sharpness(faces.images[roles["reference"][p]], faces.landmarks[roles["reference"][p]]))
             for p in people}
+    for ref in refs.values():
+        ref.border_match = models.reference_border_match      # as the product (0: --no-border-match)
     ref_emb = {p: embed(faces.images[roles["reference"][p]], faces.landmarks[roles["reference"][p]]) for p in people}
     maker = SampleMaker(faces, train=False)
     rows, grid = [], []
