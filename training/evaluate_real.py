@@ -517,9 +517,13 @@ def same_person_identity(models, out: Path, limit: int = 0, preset: str = "fast"
             row["de_own_face"] = delta_e(mean_lab(own, hole), truth_lab)
             # Seams: each window hard-pasted over the true face outside the hole (the worst case of
             # the stream's blend), against the true face on the same border pixels.
+            on_skin = face_region(s["landmarks"], hole.shape[0])
             for name, window in (("generative", o), ("own_face", own)):
-                seam = border_seam(np.where(hole[..., None], window, s["target"]), s["target"], s["hole"])
+                pasted_window = np.where(hole[..., None], window, s["target"])
+                seam = border_seam(pasted_window, s["target"], s["hole"])
                 row[f"seam_gradient_{name}"], row[f"seam_step_{name}"] = seam["gradient"], seam["colour_step"]
+                # The same step where the border runs over the face's skin (not the background or eyes).
+                row[f"seam_skin_{name}"] = border_seam(pasted_window, s["target"], s["hole"], region=on_skin)["colour_step"]
             pasted = {name: paste_window(crop, window, s["matrix"], s["hole"])
                       for name, window in (("masked", s["image"]), ("generative", o), ("own_face", own))}
             for name, full in pasted.items():
@@ -558,10 +562,13 @@ def summarise_same_person(rows: list[dict], gallery: np.ndarray, gallery_person:
             if values:
                 res[f"de_{name}"] = float(np.mean(values))
                 res[f"de_{name}_over_10"] = float(np.mean(np.array(values) > 10))
-            for kind in ("gradient", "step"):
+            for kind in ("gradient", "step", "skin"):
                 values = [r[f"seam_{kind}_{name}"] for r in rs if np.isfinite(r.get(f"seam_{kind}_{name}", np.nan))]
                 if values:
                     res[f"seam_{kind}_{name}"] = float(np.mean(values))
+                    if kind != "gradient":    # a visible step: above 2.3 ΔE more than the true face's own
+                        res[f"seam_{kind}_{name}_above_2.3"] = float(np.mean(np.array(values) > 2.3))
+                        res[f"seam_{kind}_{name}_p90"] = float(np.percentile(values, 90))
         return res
 
     res = {"gallery_people": int(len(gallery_person)), "overall": group(rows)}
@@ -601,6 +608,12 @@ def same_person_markdown(m: dict) -> str:
                   "each over the true face's own; 0 = no seam): "
                   f"generative {o['seam_gradient_generative']:.2f} / {o['seam_step_generative']:.2f}, own-face path "
                   f"{o['seam_gradient_own_face']:.2f} / {o['seam_step_own_face']:.2f}."]
+        if "seam_step_own_face_above_2.3" in o:
+            lines += ["", "Probes with a visible colour step (above 2.3 ΔE beyond the true face's own) on the whole "
+                      f"border / where it runs over the face's skin: generative {o['seam_step_generative_above_2.3']:.1%} / "
+                      f"{o.get('seam_skin_generative_above_2.3', float('nan')):.1%}, own-face path "
+                      f"{o['seam_step_own_face_above_2.3']:.1%} / {o.get('seam_skin_own_face_above_2.3', float('nan')):.1%} "
+                      f"(p90 of the step {o['seam_step_generative_p90']:.2f} / {o['seam_step_own_face_p90']:.2f})."]
         lines += ["", "| yaw | n | seam gradient generative / own face | colour step generative / own face |",
                   "|---|---|---|---|"]
         for k, v in m["by_yaw"].items():
