@@ -40,7 +40,8 @@ def match_generated_borders(fills: np.ndarray, windows: np.ndarray, holes: np.nd
     out = np.empty_like(fills)
     for i, (fill, window, hole, points) in enumerate(zip(fills, windows, holes, window_points)):
         offset, _ = match_fallback_border(fill, window, hole, regions=border_classes(points, window.shape[0]))
-        out[i] = np.clip(fill + strength * offset + 0.5, 0, 255)
+        # Added and saturated in one pass (rounded to nearest), not through float copies of the window.
+        out[i] = cv2.add(fill, offset if strength == 1 else strength * offset, dtype=cv2.CV_8U)
     return out
 
 
