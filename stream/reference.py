@@ -323,10 +323,11 @@ class ReferenceFace:
 
     def _meet_the_border(self, lit, correction, fallback, fallback_fix, weights, frame_window, hole,
                          window_points, smooth):
-        """The finished render's inner border ring moved `border_match` (REFERENCE_BORDER_MATCH) of the way to the
-        face just outside the hole (match_fallback_border on the mesh's face oval), after the colour
-        correction, whose ramp and mean shift can leave a step the relighting had removed. Joins the
-        correction like the colour offset (carried over the unlit frames, drawn at any size).
+        """The finished render's inner border ring moved `border_match` (REFERENCE_BORDER_MATCH) of the way
+        to what lies just outside the hole (match_fallback_border within border_classes: skin to skin,
+        background to background, not toward the eyes), after the colour correction, whose ramp and mean
+        shift can leave a step the relighting had removed. Joins the correction like the colour offset
+        (carried over the unlit frames, drawn at any size).
         Returns (lit, correction, fallback_fix)."""
         if not self.correct_colour or not self.border_match:
             return lit, correction, fallback_fix
