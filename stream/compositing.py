@@ -93,26 +93,25 @@ class CpuCompositor:
             genders.append(job.gender)
             mats.append(m)
         t = time.perf_counter()
-        redrawn = self.reconstructor.inpaint(np.stack(windows), np.stack(holes), np.stack(maps),
-                                             np.array(genders, np.float32))
+        window_stack, hole_stack = np.stack(windows), np.stack(holes)
+        redrawn = self.reconstructor.inpaint(window_stack, hole_stack, np.stack(maps), np.array(genders, np.float32))
+        # Every face's landmarks in window pixels: the border match and the own-face render both use them.
+        points = [transform_points(j.landmarks_crop, window_matrix(size)) for j in jobs]
         if self.border_match and self.reconstructor.name == "model":
             # Telea's fill grows from the border already; the network's may not meet it.
-            redrawn = match_generated_borders(redrawn, np.stack(windows), np.stack(holes),
-                                              [transform_points(j.landmarks_crop, window_matrix(size)) for j in jobs],
-                                              self.border_match)
+            redrawn = match_generated_borders(redrawn, window_stack, hole_stack, points, self.border_match)
         # The own-face path replaces the generated face wherever the reference has texture; with
         # reference_px, a large face's reference is rendered at (up to) the frame's resolution.
         redrawn, mats = list(redrawn), list(mats)
         for i, job in enumerate(jobs):
             if job.reference is None:
                 continue
-            points = transform_points(job.landmarks_crop, window_matrix(size))
             r = render_size(mats[i], size, self.reference_px) if job.frame_hole is not None else size
             if r == size:
-                redrawn[i], _ = job.reference.render(points, windows[i], holes[i], redrawn[i], smooth=video)
+                redrawn[i], _ = job.reference.render(points[i], windows[i], holes[i], redrawn[i], smooth=video)
                 continue
             # Drawn at r px around the hole only: frame -> that part of the r-px window.
-            redrawn[i], _, (x0, y0) = job.reference.render_region(points, windows[i], holes[i], redrawn[i], r,
+            redrawn[i], _, (x0, y0) = job.reference.render_region(points[i], windows[i], holes[i], redrawn[i], r,
                                                                   smooth=video)
             mats[i] = mats[i] * (r / size)
             mats[i][:, 2] -= (x0, y0)
