@@ -22,6 +22,13 @@ exported the same way, so TensorRT (export.build_engines) compiles them like our
 need no checkpoint and get no .pt: the torch path reads the .tflite itself. They are Apache-2.0
 models by Google; the exports are made on the user's machine and not shipped.
 
+`--state-dicts DIR` re-exports from the plain state dicts `DIR/<name>.pt` (e.g. models/weights
+itself, after a change to a network's graph that keeps its weights). The colour corrections fitted on
+the previous `<name>.onnx` in `--out` (models.colour: tied to its sha256) are carried over to the new
+file only when the new graph reproduces the previous file's outputs on the real-looking faces within
+the parity tolerance; the previous sha256 is kept beside the new one. Otherwise they stay tied to the
+old file, and the stream runs the new one uncorrected (with a warning) until they are refitted.
+
 `--simplify` runs onnx-simplifier when it is installed (pip install onnxsim);
 otherwise it says so and exports the graph unsimplified.
 """
@@ -293,6 +300,45 @@ def load_face_model(name: str, model_dir: Path | None = None):
     return load_face_net(name, model_dir)
 
 
+def load_from_state_dict(name: str, folder: Path):
+    """`folder/<name>.pt` (a plain state dict, as export_model writes it) in its network."""
+    import torch
+    from models.networks import build
+    model = build(name)
+    model.load_state_dict(torch.load(Path(folder) / f"{name}.pt", map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def previous_outputs(path: Path, inputs) -> list[np.ndarray] | None:
+    """The outputs of the ONNX file at `path` (before it is replaced) on `inputs`; None without one."""
+    if not Path(path).exists():
+        return None
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs)})
+
+
+def carry_colour_ties(onnx_path: Path, old_sha: str, new_sha: str) -> list[Path]:
+    """Re-tie the colour corrections beside `onnx_path` that were fitted on the file with `old_sha` to
+    the re-exported file (`new_sha`): the caller has checked that both compute the same function.
+    Returns the files rewritten."""
+    from models.colour import colour_path
+    done = []
+    for path in (colour_path(onnx_path), Path(onnx_path).with_name("reference_colour.json")):
+        if not path.exists():
+            continue
+        spec = json.loads(path.read_text())
+        if spec.get("inpainter") != Path(onnx_path).name or spec.get("inpainter_sha256") != old_sha:
+            continue
+        spec["reexported_from"] = spec.get("reexported_from", []) + [old_sha]
+        spec["inpainter_sha256"] = new_sha
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(spec, indent=1) + "\n")       # as training.fit_colour writes them
+        _replace_atomically(tmp, path)
+        done.append(path)
+    return done
+
+
 def load_from_checkpoint(name: str, checkpoints: Path | None = None):
     import torch
     from models.networks import build
@@ -314,6 +360,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "runs",
                     help="folder holding <model>/last.pt (default: runs/)")
+    ap.add_argument("--state-dicts", type=Path, default=None, metavar="DIR",
+                    help="re-export from the plain state dicts DIR/<model>.pt instead of the checkpoints "
+                         "(the colour corrections in --out follow when the outputs match the previous export)")
     ap.add_argument("--simplify", action="store_true", help="simplify the graph with onnxsim when installed")
     ap.add_argument("--real-batch", type=int, default=4,
                     help="number of real-looking faces for the parity check (0: random inputs only)")
@@ -322,18 +371,37 @@ def main(argv=None) -> int:
         if name not in CONTRACTS:
             print(f"error: unknown model {name!r} (choose from {', '.join(CONTRACTS)})", file=sys.stderr)
             return 2
-        ckpt = args.checkpoints / name / "last.pt"
+        ckpt = (args.state_dicts / f"{name}.pt") if args.state_dicts else args.checkpoints / name / "last.pt"
         if name not in FACE_MODELS and not ckpt.exists():
-            print(f"error: no checkpoint {ckpt}; train it first (python -m training.train)", file=sys.stderr)
+            how = "" if args.state_dicts else "; train it first (python -m training.train)"
+            print(f"error: no {'state dict' if args.state_dicts else 'checkpoint'} {ckpt}{how}", file=sys.stderr)
             return 2
     for name in args.models:
         real = real_inputs(name, args.real_batch) if args.real_batch > 0 else None
+        path = args.out / f"{name}.onnx"
         try:
-            model = load_face_model(name) if name in FACE_MODELS else load_from_checkpoint(name, args.checkpoints)
-            side = export_model(name, model, args.out / f"{name}.onnx", real_inputs=real, simplify=args.simplify)
+            if name in FACE_MODELS:
+                model = load_face_model(name)
+            elif args.state_dicts:
+                model = load_from_state_dict(name, args.state_dicts)
+            else:
+                model = load_from_checkpoint(name, args.checkpoints)
+            check = real if real is not None else example_inputs(name)
+            before = previous_outputs(path, check)
+            old_sha = sha256(path) if before is not None else None
+            side = export_model(name, model, path, real_inputs=real, simplify=args.simplify)
         except (RuntimeError, UnmaskError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        if before is not None and old_sha != side["sha256"]:
+            after = previous_outputs(path, check)
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(before, after))
+            if diff <= side["parity_tolerance"]:
+                for tied in carry_colour_ties(path, old_sha, side["sha256"]):
+                    print(f"{name}: {tied.name} follows the new export (outputs within {diff:.2e} of the previous one)")
+            else:
+                print(f"{name}: outputs differ from the previous export by {diff:.2e}: its colour corrections stay "
+                      f"tied to that file; refit them (python -m training.fit_colour)", file=sys.stderr)
         extra = f"{name}.json" if name in FACE_MODELS else f"{name}.pt, {name}.json"
         print(f"{name}: {args.out / (name + '.onnx')} (+ {extra}) "
               f"parity max abs err: {_fmt(side['parity_max_abs_err'])} (tolerance {side['parity_tolerance']:.3g})")

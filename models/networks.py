@@ -105,7 +105,10 @@ class GatedConv(nn.Module):
         self.cout = cout
 
     def forward(self, x):
-        y = self.conv(x)
+        return self.gate(self.conv(x))
+
+    def gate(self, y):
+        """The activation and soft gate on the convolution's output `y` (cout + 1 channels)."""
         f, g = y[:, :self.cout], y[:, self.cout:]
         if self.act:
             f = F.leaky_relu(f, 0.2)
@@ -140,10 +143,19 @@ class UpStage(nn.Module):
         self.spatial = (GatedConv(cout, cout, 3) if full3x3 else
                         nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, groups=cout), nn.Conv2d(cout, cout, 1)))
         self.full3x3 = full3x3
+        self.cin = cin
 
     def forward(self, x, skip):
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.fuse(torch.cat([x, skip], 1))
+        # fuse(cat[up(x), skip]) computed as up(W_x x) + W_skip skip + b: the 1x1 convolution and the
+        # bilinear upsampling are both linear and commute (the interpolation weights sum to one, so
+        # the bias goes on the skip term), so the low-resolution part is mixed down to the fuse's
+        # fewer output channels before it is upsampled. The same weights and the same result (to
+        # float rounding) at about two thirds of the stage's time: at batch 4 the inpainter's
+        # upsampling alone had been a sixth of its time.
+        conv = self.fuse.conv
+        low = F.conv2d(x, conv.weight[:, : self.cin])
+        x = self.fuse.gate(F.interpolate(low, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+                           + F.conv2d(skip, conv.weight[:, self.cin:], conv.bias))
         y = self.spatial(x)
         return y if self.full3x3 else x + F.leaky_relu(y, 0.2)
 

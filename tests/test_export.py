@@ -487,3 +487,74 @@ def test_build_engines_missing_model_is_one_line(tmp_path, monkeypatch, capsys, 
     rc = build_engines.main(["--models", str(tmp_path / "nothing.onnx"), "--cache-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "nothing.onnx" in err and "export.onnx" in err
+
+
+# -- re-export from the shipped state dicts (a graph change that keeps the weights) ---------------
+
+def _upsample_then_fuse(self, x, skip):
+    """UpStage as it was first written: upsample, concatenate, then the 1x1 gated fuse."""
+    x = torch.nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+    x = self.fuse(torch.cat([x, skip], 1))
+    y = self.spatial(x)
+    return y if self.full3x3 else x + torch.nn.functional.leaky_relu(y, 0.2)
+
+
+@pytest.mark.parametrize("preset", ["fast", "hq"])
+def test_upstage_mixes_before_upsampling_with_the_same_result(preset, monkeypatch):
+    from models.networks import Inpainter, UpStage
+    torch.manual_seed(5)
+    model = Inpainter(preset).eval()
+    size = 64 if preset == "fast" else 128
+    g = torch.Generator().manual_seed(6)
+    args = (torch.rand(2, 3, size, size, generator=g), (torch.rand(2, 1, size, size, generator=g) > 0.6).float(),
+            torch.rand(2, 1, size, size, generator=g), torch.rand(2, generator=g))
+    with torch.no_grad():
+        now = model(*args)
+        monkeypatch.setattr(UpStage, "forward", _upsample_then_fuse)
+        before = model(*args)
+    assert float((now - before).abs().max()) < 1e-5
+    assert float((now - args[0] * (1 - args[1])).abs().max()) > 0.05      # the hole is really redrawn
+
+
+def _colour_tie(folder: Path, onnx_name: str, sha: str) -> Path:
+    path = folder / onnx_name.replace(".onnx", "_colour.json")
+    path.write_text(json.dumps({"inpainter": onnx_name, "inpainter_sha256": sha, "weights": [[0.0]]}))
+    return path
+
+
+def test_reexport_carries_colour_ties_only_when_the_outputs_match(tmp_path, monkeypatch, capsys):
+    from export.onnx import main
+    from models.networks import UpStage
+    torch.manual_seed(8)
+    model = build("inpainter_fast").eval()
+    out = tmp_path / "w"
+    with monkeypatch.context() as m:        # the first export: the earlier graph of the same network
+        m.setattr(UpStage, "forward", _upsample_then_fuse)
+        export_model("inpainter_fast", model, out / "inpainter_fast.onnx", real_inputs=real_inputs("inpainter_fast", 2))
+    first = sha256(out / "inpainter_fast.onnx")
+    tie = _colour_tie(out, "inpainter_fast.onnx", first)
+    other = out / "reference_colour.json"
+    other.write_text(json.dumps({"inpainter": "inpainter_fast.onnx", "inpainter_sha256": "f" * 64}))
+
+    assert main(["--models", "inpainter_fast", "--out", str(out), "--state-dicts", str(out), "--real-batch", "2"]) == 0
+    second = sha256(out / "inpainter_fast.onnx")
+    assert second != first                                  # another graph ...
+    spec = json.loads(tie.read_text())
+    assert spec["inpainter_sha256"] == second and spec["reexported_from"] == [first]     # ... same function
+    assert json.loads(other.read_text())["inpainter_sha256"] == "f" * 64                  # tied to neither: untouched
+    assert "follows the new export" in capsys.readouterr().out
+
+    # Other weights: the correction was not fitted on them, so it stays tied to the old file.
+    state = torch.load(out / "inpainter_fast.pt", weights_only=True)
+    state["out.bias"] = state["out.bias"] + 0.5
+    torch.save(state, out / "inpainter_fast.pt")
+    assert main(["--models", "inpainter_fast", "--out", str(out), "--state-dicts", str(out), "--real-batch", "2"]) == 0
+    assert json.loads(tie.read_text())["inpainter_sha256"] == second
+    assert "refit them" in capsys.readouterr().err
+
+
+def test_reexport_without_a_state_dict_is_one_line(tmp_path, capsys):
+    from export.onnx import main
+    assert main(["--models", "inpainter_fast", "--out", str(tmp_path), "--state-dicts", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no state dict" in err and "inpainter_fast.pt" in err
