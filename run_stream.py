@@ -51,6 +51,19 @@ def positive_float(text):
     return v
 
 
+def face_count_or_all(text):
+    """--full-rate-faces: a count of faces (0 or more), or "all"."""
+    if text == "all":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of faces or 'all', got {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of faces (0 or more) or 'all', got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="run_stream.py", description=__doc__.split("\n\n")[0],
                       epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch on the GPU (auto: torch with --device cuda, else mediapipe)")
     m.add_argument("--max-faces", type=positive_int, default=16,
                    help="faces tracked per frame (default 16: crowds; each extra face costs, see benchmarks.fps)")
+    # Unset: the Unmasker's own default (stream.unmasker.FULL_RATE_FACES; not imported for --help).
+    m.add_argument("--full-rate-faces", type=face_count_or_all, default=argparse.SUPPRESS, metavar="N|all",
+                   help="with more masked faces than this in view (default 2), each frame blends up "
+                        "to half of them from their last redraw, moved with the face, instead of drawing them anew "
+                        "(crowds: no face is carried twice running, the eyes stay untouched); 'all' draws every "
+                        "face on every frame")
     m.add_argument("--max-wait-ms", type=float, default=4.0,
                    help="several streams: longest wait of the shared model stage for other streams' faces")
     m.add_argument("--no-smoothing", action="store_true", help="disable temporal smoothing")
@@ -245,13 +264,15 @@ def run(args) -> int:
         os.environ[TRITON_URL_ENV] = args.triton_url   # read by engines.create_runner in the Unmasker
     outage_guards = []
 
+    cadence = {"full_rate_faces": args.full_rate_faces} if hasattr(args, "full_rate_faces") else {}
+
     def make_unmasker():
         # The pipeline resolves deferred downloads (GPU path) in its output thread: frames overlap.
         um = create_unmasker(method=method, backend=args.backend, device=args.device,
                              tracker=args.tracker, preset=args.preset, max_faces=args.max_faces,
                              smoothing=not args.no_smoothing, min_cutoff=args.min_cutoff, beta=args.beta,
                              threads=args.threads, defer_download=True, mode="video",
-                             weights_dir=args.weights, **own_face)
+                             weights_dir=args.weights, **cadence, **own_face)
         if args.backend == "triton":   # frames keep flowing (unreconstructed) while the server is away
             from stream.outage import PassThroughOnOutage
             um = PassThroughOnOutage(um)

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto, onnxruntime, torch, tensorrt (comma-separated; model method only)")
     m.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's best)")
     m.add_argument("--threads", type=report.positive_int, help="CPU threads per model (ONNX Runtime)")
+    m.add_argument("--full-rate-faces", type=cadence_list, default=[DEFAULT_CADENCE], metavar="N|all,...",
+                   help="the crowd cadence (run_stream.py --full-rate-faces), comma-separated to compare in one "
+                        "run, e.g. 2,all (default: the Unmasker's own)")
     m.add_argument("--sink", choices=SINKS, default="h264",
                    help="h264: encode to a temporary .mp4 (measures encoding); null: discard frames")
     m.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
@@ -105,6 +108,18 @@ class ClipSpec:
     size: tuple[int, int] | None = None
 
 
+DEFAULT_CADENCE = "default"
+
+
+def cadence_list(text: str) -> list[str]:
+    """"2,all" -> ["2", "all"]: --full-rate-faces values (a count of faces, or all)."""
+    items = report.name_list()(text)
+    for item in items:
+        if item not in ("all", DEFAULT_CADENCE) and not (item.isdigit()):
+            raise argparse.ArgumentTypeError(f"expected comma-separated face counts or 'all', got {text!r}")
+    return items
+
+
 @dataclass
 class Setup:
     method: str
@@ -112,6 +127,12 @@ class Setup:
     device: str | None
     threads: int | None
     max_faces: int
+    full_rate_faces: str = DEFAULT_CADENCE     # "default", "all" or a count (stream.unmasker.FULL_RATE_FACES)
+
+    def unmasker_kwargs(self) -> dict:
+        if self.full_rate_faces == DEFAULT_CADENCE:
+            return {}
+        return {"full_rate_faces": None if self.full_rate_faces == "all" else int(self.full_rate_faces)}
 
 
 @dataclass
@@ -187,7 +208,8 @@ def resolve_setups(args, models_ok: bool) -> tuple[list[Setup], list[str]]:
     setups = []
     for mth in methods:
         for b in (backends if mth == "model" else ["-"]):
-            setups.append(Setup(mth, b, args.device, args.threads, 1))
+            for cadence in (args.full_rate_faces if mth == "model" else [DEFAULT_CADENCE]):
+                setups.append(Setup(mth, b, args.device, args.threads, 1, cadence))
     return setups, notes
 
 
@@ -233,7 +255,7 @@ class Runner:
         from stream.factory import create_unmasker
         return create_unmasker(method=setup.method, backend=setup.backend if setup.method == "model" else "auto",
                                device=setup.device, max_faces=setup.max_faces, threads=setup.threads,
-                               defer_download=True)
+                               defer_download=True, **setup.unmasker_kwargs())
 
     def sinks(self, clip: ClipSpec):
         if self.args.sink == "null":
@@ -497,7 +519,9 @@ def _key(clip: ClipSpec, setup: Setup, backend_used: str | None, source_info: di
             "resolution": f"{w}x{h}" if w and h else None,
             "faces": clip.faces if clip.generated else None,
             "method": setup.method, "backend": backend_used or setup.backend,
-            "device": setup.device or "default"}
+            "device": setup.device or "default",
+            # Only when asked for: earlier results (the default cadence) keep their keys for --compare.
+            **({"full_rate_faces": setup.full_rate_faces} if setup.full_rate_faces != DEFAULT_CADENCE else {})}
 
 
 def _rows(configs: list[dict]) -> list[dict]:
@@ -547,7 +571,8 @@ def _label(c: dict) -> str:
     src = k["source"] if k["source"] != "generated" else k["resolution"]
     faces = f" {k['faces']}f" if k["faces"] else ""
     be = f"/{k['backend']}" if k["method"] == "model" else ""
-    return f"{src}{faces} {k['method']}{be}"
+    cadence = f" full-rate {k['full_rate_faces']}" if "full_rate_faces" in k else ""
+    return f"{src}{faces} {k['method']}{be}{cadence}"
 
 
 def markdown(result: dict) -> str:
@@ -763,7 +788,7 @@ def _run(args, argv) -> int:
                              f"for the camera's next frame plus conversion")
             for setup in setups:
                 setup = Setup(setup.method, setup.backend, setup.device, setup.threads,
-                              args.max_faces or clip.faces or 1)
+                              args.max_faces or clip.faces or 1, setup.full_rate_faces)
                 entry = {"key": None, "status": "ok", "reason": None, "source": info,
                          "setup": setup.__dict__.copy()}
                 try:
@@ -807,7 +832,8 @@ def _run(args, argv) -> int:
         **report.result_header("fps", PROG, argv),
         "settings": {"frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "sink": args.sink,
                      "live": args.live, "live_fps": args.live_fps, "methods": args.method,
-                     "backends": args.backend, "device": args.device, "threads": args.threads},
+                     "backends": args.backend, "device": args.device, "threads": args.threads,
+                     "full_rate_faces": args.full_rate_faces},
         "machine": machine, "configs": configs, "notes": notes, "files": {},
     }
     result["speedup"] = {_label(c): c["speedup"] for c in configs if c["status"] == "ok" and c.get("speedup")}

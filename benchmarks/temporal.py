@@ -153,10 +153,11 @@ class VariantState:
         self.masked_faces = 0
         self.track_ids: set = set()
         self.source_switches = 0   # a track's landmarks came from another source than the frame before
+        self.last_result = None    # the last frame's Unmasker result (benchmarks.cadence compares two)
 
     def step(self, index: int, ts_ms: float, image, prev_in, timed: bool) -> None:
         t = time.perf_counter()
-        res = self.um.process(image, timestamp_ms=ts_ms)
+        res = self.last_result = self.um.process(image, timestamp_ms=ts_ms)
         ms = (time.perf_counter() - t) * 1e3
         if timed:
             self.ms.append(ms)

@@ -91,6 +91,11 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(np.asarray(m, np.float64))
 
 
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map `outer` o `inner` (`inner` applied first)."""
+    return (np.vstack([outer, [0.0, 0.0, 1.0]]) @ np.vstack([inner, [0.0, 0.0, 1.0]]))[:2]
+
+
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, np.float64)
     return (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)

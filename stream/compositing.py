@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from models.spec import ANALYSER, CANONICAL_SIZE, HOLE_DILATE_PX, dilate_hole, window_matrix
-from stream.alignment import Alignment, border_classes, transform_points
+from stream.alignment import Alignment, border_classes, compose_affine, transform_points
 from stream.hole import window_protected_region
 from stream.reconstruct import frame_to_window, landmark_map_for
 from stream.reference import REFERENCE_PX, match_fallback_border, render_size
-from stream.stages import FrameContext, InpaintJob, Reconstructor
+from stream.stages import FrameContext, InpaintJob, Reconstructor, Redraw
 
 FEATHER_PX = 3     # Gaussian feathering of the hole's edge: a (2 * 3 + 1) px kernel
 # The generated fill's inner border ring is moved this share of the way to what lies just outside the
@@ -47,6 +47,7 @@ def match_generated_borders(fills: np.ndarray, windows: np.ndarray, holes: np.nd
 
 class CpuCompositor:
     renders_references = True     # draws InpaintJob.reference (the own-face path) over the generated face
+    carries_redraws = True        # blends InpaintJob.carry and returns InpaintJob.redraw (the crowd cadence)
 
     def __init__(self, reconstructor: Reconstructor, dilate_px: int = HOLE_DILATE_PX, feather_px: int = FEATHER_PX,
                  reference_px: int | None = REFERENCE_PX):
@@ -70,6 +71,48 @@ class CpuCompositor:
         return self.inpaint_and_blend(ctx.image, jobs, video=ctx.video)
 
     def inpaint_and_blend(self, frame: np.ndarray, jobs: list[InpaintJob], video: bool = False) -> tuple[np.ndarray, float]:
+        size = self.window_size
+        fresh = [job for job in jobs if job.carry is None]
+        mats, holes, redrawn, t_inpaint = self._redraw(frame, fresh, video) if fresh else ([], [], [], 0.0)
+        out = frame.copy()
+        h, w = frame.shape[:2]
+        for job, m, hole, pred in zip(fresh, mats, holes, redrawn):
+            if job.frame_hole is not None:
+                blend_frame_hole(out, job.frame_hole, m, pred)
+                # Kept for the crowd cadence: the window as drawn, and how it sits on the face's window.
+                to_window = frame_to_window(job.alignment, size)
+                job.redraw = Redraw(pred, compose_affine(m, cv2.invertAffineTransform(to_window)), to_window,
+                                    job.frame_hole)
+                continue
+            # Feather inside the dilated hole only: alpha is exactly 0 outside it.
+            fk = 2 * self.feather_px + 1
+            alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
+            # Only the part of the window the feathered hole touches is warped and blended.
+            ys, xs = np.nonzero(alpha > 0)
+            if len(xs) == 0:
+                continue
+            inv = cv2.invertAffineTransform(m)
+            x0, y0, x1, y1 = crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+                                         margin=1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            roi_m = inv.copy()
+            roi_m[:, 2] -= [x0, y0]
+            a = cv2.warpAffine(alpha, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            _blend_into(out[y0:y1, x0:x1], p, a)
+        for job in jobs:
+            if job.carry is not None:
+                # The last frame's redraw, on the face where it is now (its hole moved with it: stream.unmasker).
+                m = compose_affine(job.carry.from_window, frame_to_window(job.alignment, size))
+                blend_frame_hole(out, job.frame_hole, m, job.carry.pixels)
+        return out, t_inpaint
+
+    def _redraw(self, frame: np.ndarray, jobs: list[InpaintJob], video: bool):
+        """The jobs' windows redrawn in one batch: (frame -> redrawn-pixels matrices, window holes,
+        redrawn windows, ms spent drawing)."""
         size = self.window_size
         s_an = ANALYSER["input_size"]
         # analyser crop -> window: (window <- canonical) o (canonical <- analyser crop); the same for every face
@@ -115,33 +158,7 @@ class CpuCompositor:
                                                                   smooth=video)
             mats[i] = mats[i] * (r / size)
             mats[i][:, 2] -= (x0, y0)
-        t_inpaint = (time.perf_counter() - t) * 1e3
-        out = frame.copy()
-        h, w = frame.shape[:2]
-        for job, m, hole, pred in zip(jobs, mats, holes, redrawn):
-            if job.frame_hole is not None:
-                blend_frame_hole(out, job.frame_hole, m, pred)
-                continue
-            # Feather inside the dilated hole only: alpha is exactly 0 outside it.
-            fk = 2 * self.feather_px + 1
-            alpha = cv2.GaussianBlur(hole, (fk, fk), 0) * hole
-            # Only the part of the window the feathered hole touches is warped and blended.
-            ys, xs = np.nonzero(alpha > 0)
-            if len(xs) == 0:
-                continue
-            inv = cv2.invertAffineTransform(m)
-            x0, y0, x1, y1 = crop_bounds(inv, size, (h, w), rect=(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
-                                         margin=1)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            roi_m = inv.copy()
-            roi_m[:, 2] -= [x0, y0]
-            a = cv2.warpAffine(alpha, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            p = cv2.warpAffine(pred, roi_m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
-            _blend_into(out[y0:y1, x0:x1], p, a)
-        return out, t_inpaint
+        return mats, holes, redrawn, (time.perf_counter() - t) * 1e3
 
     def close(self) -> None:
         self.reconstructor.close()

@@ -56,6 +56,12 @@ class TrackState:
         self.masked = False
         self.enrolled = None      # stream.reference.ReferenceFace: this track's best unmasked view (enrol="auto")
         self.frames = 0
+        # The crowd cadence (stream.unmasker): the last redraw (stream.stages.Redraw), the frame it was
+        # blended on, whether that frame carried it from the one before, and the own-face reference it drew.
+        self.redraw = None
+        self.redraw_frame = -1
+        self.redraw_carried = False
+        self.redraw_reference = None
         self.upper_face: np.ndarray | None = None    # the last frame's upper_face_patch
         self.cuts = 0
 

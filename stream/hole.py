@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from models.spec import CANONICAL_SIZE, window_matrix
-from stream.alignment import EYE_CONTOURS, Alignment, transform_points
+from stream.alignment import EYE_CONTOURS, Alignment, compose_affine, transform_points
 
 BROWS = [[70, 63, 105, 66, 107, 46, 53, 52, 65, 55], [336, 296, 334, 293, 300, 276, 283, 282, 295, 285]]
 EYE_MARGIN = 0.05        # of the distance between the eye centres: how far around each eye is kept (0.10 left a
@@ -273,3 +273,37 @@ def frame_hole(frame: np.ndarray, mask_crop: np.ndarray, alignment: Alignment, l
     window_hole[protected_region(transform_points(landmarks, frame_to_window), window_to_canonical,
                                  (0, 0, size, size))] = 0
     return FrameHole(rect, alpha, covering, window_hole.astype(np.float32), refined)
+
+
+def carry_frame_hole(hole: FrameHole, drawn_to_window: np.ndarray, now_to_window: np.ndarray,
+                     landmarks: np.ndarray, alignment: Alignment, frame_shape) -> FrameHole | None:
+    """The FrameHole of the frame a face's redraw was made on (`drawn_to_window`: that frame -> the
+    inpainting window), moved with the face into this frame (`now_to_window`): its alpha and covering
+    follow the window, so they stay where the redrawn pixels are. The eyes and brows are cut out
+    again from this frame's `landmarks` and `alignment` (the tracker's, unsmoothed), so they stay
+    bit-identical however the face moved. None when nothing is left in the frame."""
+    h, w = frame_shape[:2]
+    x0, y0, x1, y1 = hole.rect
+    now_to_drawn = compose_affine(cv2.invertAffineTransform(drawn_to_window), now_to_window)
+    corners = transform_points(np.float64([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]),
+                               cv2.invertAffineTransform(now_to_drawn))
+    nx0, ny0 = np.maximum(np.floor(corners.min(0)).astype(int) - 1, 0)
+    nx1, ny1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, [w, h])
+    if nx1 <= nx0 or ny1 <= ny0:
+        return None
+    # This frame's ROI pixel -> the drawn frame's ROI pixel.
+    roi_map = now_to_drawn.copy()
+    roi_map[:, 2] += now_to_drawn[:, :2] @ [nx0, ny0]
+    roi_map[:, 2] -= [x0, y0]
+    dsize = (int(nx1 - nx0), int(ny1 - ny0))
+    flags = cv2.WARP_INVERSE_MAP
+    alpha = cv2.warpAffine(hole.alpha, roi_map, dsize, flags=cv2.INTER_LINEAR | flags, borderMode=cv2.BORDER_CONSTANT)
+    covering = cv2.warpAffine(hole.covering.view(np.uint8), roi_map, dsize, flags=cv2.INTER_NEAREST | flags,
+                              borderMode=cv2.BORDER_CONSTANT) > 0
+    rect = (int(nx0), int(ny0), int(nx1), int(ny1))
+    allowed = ~protected_region(landmarks, alignment.matrix * (CANONICAL_SIZE / alignment.size), rect)
+    covering &= allowed
+    if not covering.any():
+        return None
+    alpha[~allowed] = 0.0
+    return FrameHole(rect, alpha, covering, hole.window_hole, hole.refined)

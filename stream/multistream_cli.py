@@ -67,6 +67,8 @@ def run_many(args) -> int:
                  if p is not None else [] for spec, p in zip(specs, paths)]
         common = dict(max_faces=args.max_faces, preset=args.preset, smoothing=not args.no_smoothing,
                       min_cutoff=args.min_cutoff, beta=args.beta)
+        if hasattr(args, "full_rate_faces"):          # unset: the Unmasker's default
+            common["full_rate_faces"] = args.full_rate_faces
         if method == "model":
             batcher = SharedBatcher(lambda: make_runners(args.backend, args.device, args.threads, args.preset,
                                                          args.triton_url),

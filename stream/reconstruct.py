@@ -21,7 +21,7 @@ import numpy as np
 
 from models.colour import ColourCorrection
 from models.spec import CANONICAL_SIZE, INPAINTER_PRESETS, draw_landmark_map, weights_file, window_matrix
-from stream.alignment import Alignment, transform_points
+from stream.alignment import Alignment, compose_affine, transform_points
 
 
 class GenerativeReconstructor:
@@ -83,9 +83,7 @@ class TeleaReconstructor:
 
 def frame_to_window(alignment: Alignment, size: int) -> np.ndarray:
     """2x3 affine: frame pixels -> the face's inpainting window of `size` px."""
-    wm = np.vstack([window_matrix(size), [0, 0, 1]])
-    canon = np.vstack([alignment.matrix * (CANONICAL_SIZE / alignment.size), [0, 0, 1]])
-    return (wm @ canon)[:2]
+    return compose_affine(window_matrix(size), alignment.matrix * (CANONICAL_SIZE / alignment.size))
 
 
 def landmark_map_for(landmarks_crop: np.ndarray, size: int) -> np.ndarray:

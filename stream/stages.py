@@ -46,6 +46,17 @@ FaceOutput = FaceAnalysis             # its earlier name
 
 
 @dataclass
+class Redraw:
+    """One face's redrawn window as a compositor blended it, kept for the next frame: in a crowd the
+    Unmasker redraws some faces every other frame only and blends this in between (the crowd cadence)."""
+
+    pixels: np.ndarray              # (h, w, 3) uint8: the redrawn window (or the own face's frame-resolution render)
+    from_window: np.ndarray         # 2x3: inpainting-window px -> `pixels` px (the identity but for such a render)
+    frame_to_window: np.ndarray     # 2x3: the frame it was drawn on -> the inpainting window
+    frame_hole: object              # stream.hole.FrameHole it was blended through
+
+
+@dataclass
 class InpaintJob:
     """One masked face to redraw."""
 
@@ -59,6 +70,11 @@ class InpaintJob:
     # stream.hole.FrameHole: the hole at the frame's resolution (eyes cut out); None: the compositor
     # makes the window hole from `mask` (the GPU path, and jobs passed on their own).
     frame_hole: object | None = None
+    # The crowd cadence (compositors with `carries_redraws`): in, the last frame's Redraw of this face to
+    # blend again (moved with the face, through `frame_hole`) instead of drawing anew; out, the Redraw
+    # the compositor drew for a job without one.
+    carry: Redraw | None = None
+    redraw: Redraw | None = None
 
 
 @dataclass

@@ -30,11 +30,11 @@ import numpy as np
 
 from models.colour import REFERENCE_COLOUR_PATH
 from models.spec import HOLE_DILATE_PX, WEIGHTS_DIR, weights_file
-from stream.alignment import align_face, load_canonical_shape
+from stream.alignment import align_face, load_canonical_shape, transform_points
 from stream.analyser import LowerFaceAnalyser, ModelAnalyser
 from stream.compositing import FEATHER_PX, CpuCompositor, mask_to_frame
 from stream.errors import ModelError
-from stream.hole import frame_hole
+from stream.hole import carry_frame_hole, frame_hole
 from stream.face_state import (UNMASKED_FRACTION, TrackState, decide_covering, decide_gender, decide_landmarks,
                                upper_face_patch)
 from stream.reference import REFERENCE_BORDER_MATCH, ReferenceFace, enrolment_quality
@@ -63,6 +63,16 @@ ASSIGN_EVERY = 3           # every this many frames, one track a frame (an embed
 # costs nothing more; until its first look, the analyser's gender is used alone.
 GENDER_LOOKS = 3
 GENDER_LOOK_EVERY_S = 1.0
+# The crowd cadence: with more masked faces than this in view, each frame blends up to half of them
+# from their last frame's redraw, moved with the face (stream.hole.carry_frame_hole), instead of
+# drawing them anew: their hole, inpainting, colour and border work (~12 ms a face on 2 cores) is
+# spent every other frame. The tracker and the analyser still see every face on every frame, the
+# eyes are cut out of every carried hole from this frame's landmarks, and no face is carried twice
+# running. One or two faces (a webcam, a call) are always drawn on every frame.
+FULL_RATE_FACES = 2
+# A face that moved more than this (inpainting-window px, of 128 in `fast`) since its redraw is drawn
+# anew: the window follows the face through smoothed landmarks, and a fast face's window lags it.
+CARRY_MAX_SHIFT = 6.0
 
 
 def _warm_up_own_face() -> None:
@@ -94,6 +104,8 @@ class Face:
     reconstruction: str | None = None
     # With several reference photos (set_references): which of them drew this face (its index), else None.
     reference_id: int | None = None
+    # The crowd cadence (Unmasker.full_rate_faces): this frame blended the face's last redraw, moved with it.
+    carried: bool = False
 
 
 @dataclass
@@ -179,7 +191,8 @@ class Unmasker:
                  make_tracker: Callable[[RunningMode], Tracker] | None = None,
                  frames: FrameStore | None = None, reference=None, enrol: str = "off", save_enrolled=None,
                  refine_edges: bool = True, frame_holes: bool | None = None, reference_px: int | None = None,
-                 gender_probe: bool = True, weights_dir: str | Path | None = None):
+                 gender_probe: bool = True, weights_dir: str | Path | None = None,
+                 full_rate_faces: int | None = FULL_RATE_FACES):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}")
         if (analyser is None) != (compositor is None):
@@ -213,6 +226,13 @@ class Unmasker:
         self.frame_holes = type(self).FRAME_HOLES if frame_holes is None else frame_holes
         self.dilate_px, self.feather_px = dilate_px, feather_px
         self.max_faces = max_faces
+        if full_rate_faces is not None and full_rate_faces < 0:
+            raise ValueError(f"full_rate_faces must be 0 or more (or None: every face on every frame), got {full_rate_faces}")
+        # The crowd cadence (video, compositors that carry redraws): with more masked faces in view
+        # than this, up to half of them are blended from their last redraw on each frame instead of
+        # being drawn anew (none twice running); None draws every face on every frame.
+        self.full_rate_faces = full_rate_faces if getattr(compositor, "carries_redraws", False) else None
+        self._frame_index = 0
         self.smoothing = smoothing
         self.min_cutoff, self.beta, self.mask_alpha = min_cutoff, beta, mask_alpha
         self._make_tracker = make_tracker or (lambda m: FaceTracker(m, max_faces=max_faces))
@@ -502,10 +522,11 @@ class Unmasker:
             t2 = time.perf_counter()
             self._analyse(ctx, work)
             t3 = time.perf_counter()
-            faces, jobs = self._decide(ctx, work)
+            faces, jobs, job_states = self._decide(ctx, work)
             t4 = time.perf_counter()
             image, t_inpaint = self.compositor.composite(ctx, jobs)
             t5 = time.perf_counter()
+            self._keep_redraws(work, jobs, job_states)
         finally:
             if self._frames is not None:
                 self._frames.release()
@@ -562,9 +583,11 @@ class Unmasker:
             for w, a in zip(redo, self.analyser.analyse(ctx.image, [w.input for w in redo])):
                 w.analysis = a
 
-    def _decide(self, ctx: FrameContext, work: list[_FaceWork]) -> tuple[list[Face], list[InpaintJob]]:
-        """Each face's covering, landmarks and gender from its track state; a job for each masked one."""
-        faces, jobs = [], []
+    def _decide(self, ctx: FrameContext, work: list[_FaceWork]) \
+            -> tuple[list[Face], list[InpaintJob], list[TrackState | None]]:
+        """Each face's covering, landmarks and gender from its track state; a job for each masked one
+        (with the job's track state: the compositor's redraws are kept there)."""
+        faces, jobs, job_states = [], [], []
         learned = self.analyser.learned
         boxes = {w.tracked.track_id: (w.tracked.box[2] - w.tracked.box[0]) * (w.tracked.box[3] - w.tracked.box[1])
                  for w in work}
@@ -574,29 +597,75 @@ class Unmasker:
         people = self._assign_people(ctx, work)
         covs = [decide_covering(w.state, w.analysis, w.input, self.smoothing) for w in work]
         looks = self._gender_looks(ctx, work, covs)
+        size = self.compositor.window_size
+        carried = self._faces_to_carry(ctx, work, covs)
         for w, cov, look in zip(work, covs, looks):
             lm, source = decide_landmarks(w.state, w.analysis, w.input, w.tracked.source, cov.coverage, learned,
                                           self.smoothing, ctx.timestamp_s)
             gender_p, gender, gender_score = decide_gender(w.state, w.analysis, learned, self.gender_probe, look)
-            hole = None
+            reference, reference_id = self._reference_for(w.tracked.track_id, main_track, w.state, people) \
+                if cov.masked else (None, None)
+            hole = carry = None
             if cov.masked and self.frame_holes:
-                # The eyes are protected where the tracker sees them in this frame (unsmoothed: no lag).
-                size = self.compositor.window_size
-                hole = frame_hole(ctx.image, cov.mask_crop, w.input.alignment, w.tracked.landmarks,
-                                  frame_to_window(w.input.alignment, size), size, self.dilate_px,
-                                  self.feather_px, self.refine_edges)
+                to_window = frame_to_window(w.input.alignment, size)
+                if id(w) in carried and w.state.redraw_reference is reference:
+                    carry = w.state.redraw
+                    hole = carry_frame_hole(carry.frame_hole, carry.frame_to_window, to_window, w.tracked.landmarks,
+                                            w.input.alignment, ctx.image.shape)
+                    carry = carry if hole is not None else None
+                if carry is None:
+                    # The eyes are protected where the tracker sees them in this frame (unsmoothed: no lag).
+                    hole = frame_hole(ctx.image, cov.mask_crop, w.input.alignment, w.tracked.landmarks, to_window,
+                                      size, self.dilate_px, self.feather_px, self.refine_edges)
             full_mask = hole.full_mask(ctx.image.shape[:2]) if hole is not None else \
                 mask_to_frame(cov.mask_crop, w.input.alignment, ctx.image.shape[:2])
             if self.enrol == "auto" and w.state is not None and not cov.masked and cov.coverage < UNMASKED_FRACTION:
                 self._maybe_enrol(ctx.image, w.tracked.track_id, w.state, w.input.landmarks, w.tracked.source)
-            reference, reference_id = self._reference_for(w.tracked.track_id, main_track, w.state, people) \
-                if cov.masked else (None, None)
             drawn_by = (("reference" if reference.source == "photo" else "enrolled") if reference
                         else ("generative" if cov.masked else None))
             faces.append(Face(w.tracked.box, lm.astype(np.float32), w.tracked.track_id, full_mask, bool(cov.masked),
-                              gender, float(gender_score), source, drawn_by, reference_id))
+                              gender, float(gender_score), source, drawn_by, reference_id, carry is not None))
             if cov.masked and (hole is not None or not self.frame_holes):
                 # The inpainter is guided by the same (smoothed, combined) landmarks we report.
                 jobs.append(InpaintJob(w.input.alignment, cov.mask_crop, w.input.alignment.to_crop(lm), gender_p,
-                                       reference, hole))
-        return faces, jobs
+                                       reference, hole, carry=carry))
+                job_states.append(w.state)
+        return faces, jobs, job_states
+
+    def _faces_to_carry(self, ctx: FrameContext, work: list[_FaceWork], covs) -> set[int]:
+        """The crowd cadence (FULL_RATE_FACES): ids of the work items blended from their last redraw
+        this frame. Candidates were drawn anew on the frame before; the ones that moved least since, up
+        to half of the masked faces, are carried."""
+        masked = [w for w, cov in zip(work, covs) if cov.masked]
+        if self.full_rate_faces is None or not ctx.video or not self.frame_holes or len(masked) <= self.full_rate_faces:
+            return set()
+        size = self.compositor.window_size
+        corners = np.float64([[0, 0], [size, 0], [0, size], [size, size]])
+        moved = []
+        for w in masked:
+            st = w.state
+            if st is None or st.redraw is None or st.redraw_carried or st.redraw_frame != self._frame_index - 1:
+                continue
+            # How far the window's corners moved on the face since the redraw (window px).
+            then = transform_points(corners, cv2.invertAffineTransform(st.redraw.frame_to_window))
+            now = transform_points(then, frame_to_window(w.input.alignment, size))
+            shift = float(np.abs(now - corners).max())
+            if shift <= CARRY_MAX_SHIFT:
+                moved.append((shift, id(w)))
+        return {key for _, key in sorted(moved)[: len(masked) // 2]}
+
+    def _keep_redraws(self, work: list[_FaceWork], jobs: list[InpaintJob], job_states) -> None:
+        """After compositing: each job's redraw kept in its track state for the next frame."""
+        for job, st in zip(jobs, job_states):
+            if st is None:
+                continue
+            if job.carry is not None:
+                st.redraw_carried, st.redraw_frame = True, self._frame_index
+            elif job.redraw is not None:
+                st.redraw, st.redraw_carried, st.redraw_frame = job.redraw, False, self._frame_index
+                st.redraw_reference = job.reference
+        drawn = {id(st) for st in job_states}
+        for w in work:      # a face not redrawn this frame (unmasked now) has nothing to carry
+            if w.state is not None and id(w.state) not in drawn:
+                w.state.redraw = None
+        self._frame_index += 1

@@ -91,6 +91,14 @@ def test_an_existing_output_is_never_overwritten_without_asking(face_clip, tmp_p
     assert proc.returncode == 0 and len(decoded_frames(out)) == 2
 
 
+def test_full_rate_faces_takes_a_count_or_all():
+    from run_stream import build_parser
+    parse = build_parser().parse_args
+    assert parse(["--source", "x.mp4", "--full-rate-faces", "all"]).full_rate_faces is None
+    assert parse(["--source", "x.mp4", "--full-rate-faces", "0"]).full_rate_faces == 0
+    assert not hasattr(parse(["--source", "x.mp4"]), "full_rate_faces")     # unset: the Unmasker's default
+
+
 def test_stats_json_is_not_overwritten_without_asking(face_clip, tmp_path):
     stats = tmp_path / "s.json"
     stats.write_text("{}")
@@ -100,7 +108,8 @@ def test_stats_json_is_not_overwritten_without_asking(face_clip, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "not_a_video", "truncated", "empty_folder", "bad_flag",
                                   "bad_choice", "unwritable", "output_is_input", "webcam", "refused_url",
-                                  "no_cuda", "weights_not_a_folder", "weights_without_networks"])
+                                  "no_cuda", "weights_not_a_folder", "weights_without_networks",
+                                  "bad_full_rate_faces"])
 def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
     args = ["--no-display"]
     if case == "missing":
@@ -118,6 +127,8 @@ def test_bad_input_gives_one_clear_line(case, face_clip, tmp_path):
         args += ["--source", tmp_path / "empty"]
     elif case == "bad_flag":
         args += ["--source", face_clip, "--max-faces", "zero"]
+    elif case == "bad_full_rate_faces":
+        args += ["--source", face_clip, "--full-rate-faces", "-1"]
     elif case == "bad_choice":
         args += ["--source", face_clip, "--backend", "cuda-magic"]
     elif case == "unwritable":
