@@ -317,6 +317,48 @@ def test_temporal_bad_input_is_one_clear_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_cadence_benchmark_compares_the_cadence_with_drawing_every_face(fps_run, tmp_path):
+    from stream.unmasker import models_available
+    if not models_available():
+        assert_one_line_error(run("benchmarks.cadence", "--resolution", "640x360", "--out", tmp_path / "c"))
+        return
+    out = tmp_path / "c"
+    proc = run("benchmarks.cadence", "--resolution", "640x360", "--faces", 4, "--frames", FRAMES + WARMUP,
+               "--warmup", WARMUP, "--clips-dir", fps_run["clips"], "--out", out, "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads((out / "cadence.json").read_text())
+    r = d["result"]
+    assert d["benchmark"] == "cadence" and r["frames"] == FRAMES + WARMUP and r["full_rate_faces"] == 2
+    assert r["process_ms"]["every_frame"]["n"] == r["process_ms"]["cadence"]["n"] == FRAMES
+    assert r["speedup"] == pytest.approx(r["process_ms"]["every_frame"]["mean"] / r["process_ms"]["cadence"]["mean"])
+    # Half of the (up to four) masked faces are carried once they are tracked; never more.
+    carried, masked = r["carried_faces_per_frame"], r["masked_faces_per_frame"]
+    assert 0 < carried["mean"] and carried["max"] <= masked["max"] // 2
+    assert r["difference_in_coverings"]["psnr_db"]["n"] > 0 and r["difference_in_coverings"]["psnr_db"]["median"] > 20
+    assert "Speed-up" in (out / "cadence.md").read_text()
+
+
+def test_cadence_benchmark_tiles_sources_into_a_mosaic(fps_run, tmp_path):
+    from benchmarks.cadence import Mosaic
+    from benchmarks.clips import generated_clip
+    clip = generated_clip((320, 240), 1, FRAMES + WARMUP, cache_dir=fps_run["clips"])
+    mosaic = Mosaic([str(clip)], (2, 2), (160, 120))
+    first = mosaic.read()
+    frames = 1
+    while mosaic.read() is not None:
+        frames += 1
+    mosaic.close()
+    assert first.shape == (240, 320, 3) and frames == FRAMES + WARMUP        # the whole clip
+    assert np.array_equal(first[:120, :160], first[120:, :160])             # the one source repeated ...
+    assert np.array_equal(first[:120, :160], first[:120, 160:][:, ::-1])     # ... mirrored on every other tile
+
+
+def test_cadence_bad_input_is_one_clear_line(tmp_path):
+    assert_one_line_error(run("benchmarks.cadence", "--source", "missing.mp4", "--out", tmp_path / "x"))
+    assert_one_line_error(run("benchmarks.cadence", "--source", __file__, "--grid", "2by2"))
+    assert not (tmp_path / "x").exists()
+
+
 # --------------------------------------------------------------------------------- helpers
 
 def test_statistics_and_resolutions():
